@@ -1,0 +1,148 @@
+//! The `ferry` command line: parses flags, resolves settings (flags > environment > `ferry.toml`
+//! > defaults), calls the libraries, and renders their results through one [`output::Printer`].
+//!
+//! Contract: this is the only crate that prints and the only one that knows clap. It owns the
+//! exit codes, and [`exit_code`] is the one function that maps every error to one of them.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry_core::{CoreError, Overrides, Settings};
+use ferry_migrate::MigrateError;
+
+mod migrate;
+pub mod opt;
+mod output;
+
+use opt::{Cli, Command, GlobalOpts};
+use output::Printer;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The operation failed: SQL error, server unreachable, I/O.
+    pub const FAILED: u8 = 1;
+    /// Invalid input: usage, config, migration files.
+    pub const INVALID: u8 = 2;
+    /// Refused by a safety check: drift, irreversible step, failed migration, unconfirmed step.
+    pub const REFUSED: u8 = 3;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A destructive step was not confirmed at the terminal.
+    #[error("{0}")]
+    NotConfirmed(String),
+}
+
+/// Maps every error to its documented exit code and a stable kind for JSON output.
+pub fn exit_code(err: &CliError) -> (u8, &'static str) {
+    use MigrateError as M;
+    match err {
+        CliError::Core(_) => (exit::INVALID, "invalid_config"),
+        CliError::Io(_) => (exit::FAILED, "io"),
+        CliError::NotConfirmed(_) => (exit::REFUSED, "not_confirmed"),
+        CliError::Migrate(e) => match e {
+            M::Source(_) => (exit::INVALID, "invalid_migrations"),
+            M::Config(_) => (exit::INVALID, "invalid_config"),
+            M::NoSuchMigration { .. } | M::Invalid(_) | M::Adopt { .. } => {
+                (exit::INVALID, "invalid_input")
+            }
+            M::Drift { .. } => (exit::REFUSED, "checksum_drift"),
+            M::FailedPresent { .. } => (exit::REFUSED, "failed_migration"),
+            M::OutOfOrder { .. } => (exit::REFUSED, "out_of_order"),
+            M::Irreversible { .. } => (exit::REFUSED, "irreversible"),
+            M::Connect { .. } => (exit::FAILED, "connect"),
+            M::LockTimeout { .. } => (exit::FAILED, "lock_timeout"),
+            M::Execute { .. } => (exit::FAILED, "migration_failed"),
+            M::Database { .. } => (exit::FAILED, "database"),
+        },
+    }
+}
+
+/// Entry point of the binary: parse, run, print the error once, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let printer = Printer {
+        format: cli.global.output,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(
+                &format!("cannot start the async runtime: {e}"),
+                "io",
+                exit::FAILED,
+            );
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(run(cli, &printer)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let (code, kind) = exit_code(&err);
+            // Belt and braces: no password leaves through an error message, whatever produced it.
+            let message = ferry_core::url::redact(&error_chain(&err));
+            printer.error(&message, kind, code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its sources, for messages that would otherwise lose the root cause.
+fn error_chain(err: &CliError) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs one parsed command line; returns the exit code of a command that finished.
+pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
+    }
+}
+
+/// Resolves settings from flags (already merged with their environment variables by clap),
+/// the config file and defaults.
+pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
+    let over = Overrides {
+        config: global.config.clone(),
+        env: global.env.clone(),
+        database_url: global.database_url.clone(),
+        migrations: global.migrations.clone(),
+        lock_timeout: global.lock_timeout.clone(),
+        store: None,
+    };
+    Ok(ferry_core::config::resolve(&over, &|k| {
+        std::env::var(k).ok()
+    })?)
+}

@@ -1,0 +1,162 @@
+//! Every clap definition of the `ferry` command line, in one place (sqlx-cli's `opt.rs` model).
+//! Doc comments are the help text. Names, flags and their meanings are a contract with users'
+//! CI scripts: add, never rename.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Deploys that are safe for the database and the build artifact.
+///
+/// Exit codes: 0 success; 1 the operation failed (SQL error, server unreachable, ...);
+/// 2 invalid input (usage, config, migration files); 3 refused by a safety check
+/// (checksum drift, irreversible step, failed migration, unconfirmed destructive step).
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Config file [default: ./ferry.toml if it exists]
+    #[arg(long, global = true, env = "FERRY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Environment from ferry.toml ([env.NAME]) to use
+    #[arg(long, global = true, env = "FERRY_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+
+    /// Database URL: sqlite:PATH, postgres://..., mysql://... or mariadb://...
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Migrations directory [default: [migrations] dir in ferry.toml, else ./migrations]
+    #[arg(long, global = true, env = "FERRY_MIGRATIONS", value_name = "DIR")]
+    pub migrations: Option<PathBuf>,
+
+    /// How long to wait for another run's migration lock, e.g. 60s, 5m [default: 60s]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_LOCK_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub lock_timeout: Option<String>,
+
+    /// Output format
+    #[arg(long, global = true, env = "FERRY_OUTPUT", value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and sentences for people
+    Human,
+    /// One JSON document on stdout, for scripts
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply, revert and inspect schema migrations
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Show every migration and its state: applied, pending, modified, missing or failed
+    Status,
+
+    /// Apply pending migrations in order
+    Up {
+        /// Apply pending migrations up to and including this version
+        #[arg(long, value_name = "VERSION")]
+        to: Option<i64>,
+        /// Print the SQL that would run; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply a pending migration older than the newest applied one
+        #[arg(long)]
+        allow_out_of_order: bool,
+    },
+
+    /// Revert applied migrations, newest first (default: one)
+    #[command(group(ArgGroup::new("target").args(["steps", "to"])))]
+    Down {
+        /// Revert this many migrations
+        #[arg(long, value_name = "N")]
+        steps: Option<usize>,
+        /// Leave VERSION applied and revert everything above it (0 reverts all)
+        #[arg(long, value_name = "VERSION")]
+        to: Option<i64>,
+        /// Print the SQL that would run; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation at a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Revert the newest migration and apply it again
+    Redo {
+        /// Do not ask for confirmation at a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Check the migration files and, with a database, that applied ones are unchanged (exit 3 on drift)
+    Validate,
+
+    /// After fixing a failed or modified migration by hand: clear failed records and record current checksums
+    Repair,
+
+    /// Record migrations as applied without running them, to adopt an existing database
+    #[command(group(ArgGroup::new("source").args(["version", "from"]).required(true)))]
+    Baseline {
+        /// Mark every migration up to and including VERSION as applied
+        #[arg(long, value_name = "V")]
+        version: Option<i64>,
+        /// Read this tool's history table and record the same versions as applied
+        #[arg(long, value_enum, value_name = "TOOL")]
+        from: Option<AdoptFrom>,
+    },
+
+    /// Write a new pair of migration files (<UTC timestamp>_<name>.up.sql / .down.sql)
+    New {
+        /// What the migration does, e.g. add_email_to_users
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdoptFrom {
+    Sqlx,
+    Diesel,
+    GolangMigrate,
+    Refinery,
+    Flyway,
+    Dbmate,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

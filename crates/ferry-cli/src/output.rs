@@ -1,0 +1,125 @@
+//! The one place that writes to the terminal: results (human or JSON) to stdout, errors,
+//! progress bars and prompts to stderr. JSON mode prints exactly one document on stdout.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use ferry_migrate::{Direction, Observer};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::opt::OutputFormat;
+
+pub struct Printer {
+    pub format: OutputFormat,
+}
+
+impl Printer {
+    pub fn json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// Prints a result: its JSON form, or the text `human` renders.
+    pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+        let text = if self.json() {
+            serde_json::to_string_pretty(value)
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        } else {
+            human(value)
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", text.trim_end());
+    }
+
+    /// Prints an error: always a sentence on stderr; in JSON mode also `{"error": ...}` on stdout.
+    pub fn error(&self, message: &str, kind: &str, code: u8) {
+        if self.json() {
+            let doc = serde_json::json!({ "error": { "kind": kind, "message": message, "exit_code": code } });
+            println!("{doc:#}");
+        }
+        eprintln!("error: {message}");
+    }
+
+    /// A progress bar for `total` steps at a terminal in human mode; hidden otherwise.
+    pub fn progress(&self, total: usize) -> Progress {
+        let visible = !self.json() && total > 1 && std::io::stderr().is_terminal();
+        let bar = if visible {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar }
+    }
+
+    /// Asks a yes/no question when a person is at the terminal. Returns `None` when nobody can
+    /// answer (no TTY, or JSON mode): the caller proceeds, as CI expects.
+    pub fn confirm(&self, question: &str) -> Option<bool> {
+        if self.json() || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return Some(false);
+        }
+        Some(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    }
+}
+
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Observer for Progress {
+    fn started(&self, label: &str, direction: Direction, index: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(index as u64);
+        self.bar.set_message(format!("{direction} {label}"));
+    }
+
+    fn finished(&self, _label: &str, _direction: Direction, _elapsed: Duration) {
+        self.bar.inc(1);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Renders rows as a left-aligned text table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  ", w = *w));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}

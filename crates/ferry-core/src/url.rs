@@ -1,0 +1,271 @@
+//! Database URLs: which engine a URL means, and how to show it without its password.
+
+use std::fmt;
+
+use crate::CoreError;
+
+/// The database engines ferry supports; the URL scheme decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::MySql => "mysql",
+            Engine::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A database URL whose password never reaches output: `Display` and `Debug` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    raw: String,
+    engine: Engine,
+}
+
+impl DatabaseUrl {
+    /// Parses a URL and decides its engine from the scheme: `sqlite:`, `postgres://` or
+    /// `postgresql://`, `mysql://` or `mariadb://`.
+    pub fn parse(raw: &str) -> Result<Self, CoreError> {
+        let raw = raw.trim();
+        let bad = |reason: &str| CoreError::BadUrl {
+            url: redact(raw),
+            reason: reason.to_string(),
+        };
+        let scheme = raw
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                bad("it has no scheme; use sqlite:PATH, postgres://... or mysql://...")
+            })?;
+        let engine = match scheme.as_str() {
+            "sqlite" => Engine::Sqlite,
+            "postgres" | "postgresql" => Engine::Postgres,
+            "mysql" | "mariadb" => Engine::MySql,
+            other => {
+                return Err(bad(&format!(
+                    "unknown scheme `{other}`; use sqlite:, postgres://, postgresql://, mysql:// or mariadb://"
+                )));
+            }
+        };
+        if engine != Engine::Sqlite {
+            let parsed = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+            if parsed.host_str().unwrap_or("").is_empty()
+                && !parsed
+                    .query_pairs()
+                    .any(|(k, _)| k == "host" || k == "socket")
+            {
+                return Err(bad("it names no host"));
+            }
+        } else if raw["sqlite:".len()..].trim_start_matches('/').is_empty() {
+            return Err(bad("it names no file; use sqlite:path/to/file.db"));
+        }
+        Ok(Self {
+            raw: raw.to_string(),
+            engine,
+        })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The URL with its password, for drivers that connect. Never print this.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    /// The URL as sqlx understands it (`mariadb://` is spelled `mysql://` there).
+    pub fn for_driver(&self) -> String {
+        match self.raw.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => {
+                format!("mysql://{rest}")
+            }
+            _ => self.raw.clone(),
+        }
+    }
+
+    /// The URL with its password replaced by `***`, safe for output, logs and manifests.
+    pub fn redacted(&self) -> String {
+        redact(&self.raw)
+    }
+
+    /// The database name (PostgreSQL/MySQL) or file path (SQLite), for messages and manifests.
+    pub fn database_name(&self) -> String {
+        match self.engine {
+            Engine::Sqlite => sqlite_path(&self.raw).to_string(),
+            _ => url::Url::parse(&self.raw)
+                .ok()
+                .map(|u| u.path().trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The file path part of a `sqlite:` URL, without query parameters.
+pub fn sqlite_path(raw: &str) -> &str {
+    let rest = &raw[raw.find(':').map(|i| i + 1).unwrap_or(0)..];
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    rest.split('?').next().unwrap_or(rest)
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+/// Replaces the password of any URL-shaped string with `***`, and `password=` query values too.
+/// Works on strings that do not parse as URLs (it is used on error text), so it is textual.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        // userinfo ends at the last '@' before the first '/', '?', '#' or whitespace.
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    redact_query_password(&out)
+}
+
+fn redact_query_password(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let found = ["password=", "pass=", "pwd="]
+            .iter()
+            .filter_map(|k| {
+                lower.find(k).and_then(|i| {
+                    let before = lower[..i].chars().last();
+                    matches!(before, Some('?') | Some('&') | Some(' ') | None)
+                        .then_some((i, k.len()))
+                })
+            })
+            .min();
+        match found {
+            Some((i, klen)) => {
+                out.push_str(&rest[..i + klen]);
+                out.push_str("***");
+                let after = &rest[i + klen..];
+                let end = after
+                    .find(|c: char| c == '&' || c.is_whitespace())
+                    .unwrap_or(after.len());
+                rest = &after[end..];
+            }
+            None => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_follows_scheme() {
+        let cases = [
+            ("sqlite:app.db", Engine::Sqlite),
+            ("sqlite://./app.db", Engine::Sqlite),
+            ("postgres://u@h/db", Engine::Postgres),
+            ("postgresql://u@h/db", Engine::Postgres),
+            ("mysql://u@h/db", Engine::MySql),
+            ("MariaDB://u@h/db", Engine::MySql),
+        ];
+        for (url, engine) in cases {
+            assert_eq!(DatabaseUrl::parse(url).unwrap().engine(), engine, "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_without_leaking_the_password() {
+        let err = DatabaseUrl::parse("oracle://scott:tiger@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown scheme `oracle`"), "{err}");
+        assert!(!err.contains("tiger"), "{err}");
+        assert!(DatabaseUrl::parse("no-scheme").is_err());
+        assert!(DatabaseUrl::parse("sqlite:").is_err());
+    }
+
+    #[test]
+    fn display_and_debug_redact() {
+        let url = DatabaseUrl::parse("postgres://app:s3cr%40t@db.example:5432/app?sslmode=require")
+            .unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://app:***@db.example:5432/app?sslmode=require"
+        );
+        assert!(!format!("{url:?}").contains("s3cr"));
+        assert_eq!(url.database_name(), "app");
+        assert!(url.expose().contains("s3cr%40t"));
+    }
+
+    #[test]
+    fn redact_handles_text_and_query_passwords() {
+        assert_eq!(
+            redact("error connecting to mysql://root:pw@127.0.0.1:3306/x: refused"),
+            "error connecting to mysql://root:***@127.0.0.1:3306/x: refused"
+        );
+        assert_eq!(
+            redact("postgres://h/db?user=a&password=secret&x=1"),
+            "postgres://h/db?user=a&password=***&x=1"
+        );
+        assert_eq!(redact("postgres://user@h/db"), "postgres://user@h/db");
+        assert_eq!(redact("no url here"), "no url here");
+    }
+
+    #[test]
+    fn mariadb_scheme_is_spelled_mysql_for_the_driver() {
+        let url = DatabaseUrl::parse("mariadb://root@127.0.0.1/app").unwrap();
+        assert_eq!(url.for_driver(), "mysql://root@127.0.0.1/app");
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_path("sqlite://./a.db?mode=rwc"), "./a.db");
+        assert_eq!(sqlite_path("sqlite:a.db"), "a.db");
+        assert_eq!(sqlite_path("sqlite:///tmp/a.db"), "/tmp/a.db");
+    }
+}
