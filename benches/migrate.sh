@@ -103,7 +103,9 @@ awk -v n="$N" -v w="$WIDTH" -v dir="$MIG" -v all="$ALL_SQL" 'BEGIN {
 FERRY_BIN=""
 FERRY_VERSION=""
 if has ferry; then
-  FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry"
+  TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+  [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+  FERRY_BIN="$TARGET_DIR/release/ferry"
   if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     log "building ferry: cargo build --release -p ferry-cli"
     (cd "$ROOT" && cargo build --release -p ferry-cli)

@@ -192,50 +192,26 @@ fn nanos() -> u32 {
         .unwrap_or(0)
 }
 
-/// The `ferry` binary under test: `FERRY_BIN`, or the one cargo built beside this test binary.
+/// The `ferry` binary under test: `FERRY_BIN` (to test an installed or release build), else the
+/// one cargo builds with this crate's tests.
 pub fn ferry_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("FERRY_BIN") {
+    if let Some(p) = std::env::var_os("FERRY_BIN") {
         return PathBuf::from(p);
     }
+    // Cargo builds a package's binaries before running its integration tests, and puts them one
+    // directory above the test executable (target/<profile>/ vs target/<profile>/deps/).
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(format!("ferry-under-test{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
-        "no ferry binary at {}: run the tests with `cargo test --workspace` (which builds it) or set FERRY_BIN",
+        "no binary at {}: run the tests with `cargo test`",
         bin.display()
     );
-    // `cargo test -p ferry-e2e` alone does not rebuild another package's binary; testing an old
-    // build would report on code that no longer exists.
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let newest_source = newest_mtime(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates"));
-    if let (Some(built), Some(source)) = (built, newest_source) {
-        assert!(
-            built >= source,
-            "{} is older than the sources: run `cargo build -p ferry-cli` first, or `cargo test --workspace`",
-            bin.display()
-        );
-    }
     bin
-}
-
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            if path.ends_with("tests") {
-                continue;
-            }
-            newest_mtime(&path)
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        } else {
-            None
-        };
-        newest = newest.max(t);
-    }
-    newest
 }
 
 /// A `ferry` command running in `dir`, with a clean environment for ferry's own variables.

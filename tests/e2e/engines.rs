@@ -32,6 +32,7 @@ per_engine!(
     irreversible_migrations_stop_down_before_anything_runs,
     a_failing_migration_leaves_nothing_half_recorded,
     baseline_version_records_without_running,
+    out_of_order_migrations_are_refused_unless_allowed,
 );
 
 async fn lifecycle_of_the_example_app(db: TestDb) {
@@ -375,4 +376,86 @@ async fn baseline_version_records_without_running(db: TestDb) {
     // Baselined migrations carry their down script, so they can be reverted like any other.
     run(p, &args(&db, m, &["migrate", "down", "--to", "0"])).expect_code(0);
     assert!(!db.has_table("a").await);
+}
+
+async fn out_of_order_migrations_are_refused_unless_allowed(db: TestDb) {
+    let p = db.path();
+    write_migration(p, 1, "a", "CREATE TABLE a (id INT);", "DROP TABLE a;");
+    write_migration(p, 3, "c", "CREATE TABLE c (id INT);", "DROP TABLE c;");
+    let m = p.join("migrations");
+    let m = m.to_str().unwrap();
+    run(p, &args(&db, m, &["migrate", "up"])).expect_code(0);
+    // A branch merged late brings version 2.
+    write_migration(p, 2, "b", "CREATE TABLE b (id INT);", "DROP TABLE b;");
+    let out = run(p, &args(&db, m, &["migrate", "up"])).expect_code(3);
+    assert_eq!(out.json()["error"]["kind"], "out_of_order");
+    assert!(
+        out.stderr.contains("2_b") && out.stderr.contains("--allow-out-of-order"),
+        "{}",
+        out.stderr
+    );
+    assert!(!db.has_table("b").await);
+    let up = run(p, &args(&db, m, &["migrate", "up", "--allow-out-of-order"]))
+        .expect_code(0)
+        .json();
+    assert_eq!(versions(&up["applied"]), vec![2]);
+    assert_eq!(up["current_version"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_no_transaction_migrations_run_concurrent_index_builds() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    let p = db.path();
+    write_migration(
+        p,
+        1,
+        "t",
+        "CREATE TABLE t (id INT, email TEXT);",
+        "DROP TABLE t;",
+    );
+    // Several statements, one of which PostgreSQL refuses inside a transaction block.
+    write_migration(
+        p,
+        2,
+        "index_t",
+        "-- ferry:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\nCREATE INDEX CONCURRENTLY t_email ON t (email);\n",
+        "-- ferry:no-transaction\nDROP INDEX CONCURRENTLY t_email;\nDROP INDEX CONCURRENTLY t_id;\n",
+    );
+    let m = p.join("migrations");
+    let m = m.to_str().unwrap();
+    run(p, &args(&db, m, &["migrate", "up"])).expect_code(0);
+    let mut c = db.connect().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_indexes WHERE tablename = 't'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    run(p, &args(&db, m, &["migrate", "down"])).expect_code(0);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_indexes WHERE tablename = 't'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // Without a transaction, a failure part-way cannot be rolled back: the record says failed.
+    write_migration(
+        p,
+        3,
+        "half",
+        "-- ferry:no-transaction\nCREATE INDEX CONCURRENTLY t_id2 ON t (id);\nCREATE INDEX CONCURRENTLY bad ON no_such_table (id);\n",
+        "DROP INDEX t_id2;",
+    );
+    let out = run(p, &args(&db, m, &["migrate", "up"])).expect_code(1);
+    assert!(
+        out.stderr.contains("3_half") && out.stderr.contains("recorded as failed"),
+        "{}",
+        out.stderr
+    );
+    let st = run(p, &args(&db, m, &["migrate", "status"]))
+        .expect_code(0)
+        .json();
+    assert_eq!(st["migrations"][2]["state"], "failed");
+    run(p, &args(&db, m, &["migrate", "up"])).expect_code(3);
 }

@@ -24,5 +24,7 @@ macro_rules! per_engine {
     };
 }
 
+mod adopt;
 mod cli;
+mod concurrency;
 mod engines;

@@ -134,13 +134,8 @@ async fn dispatch(
             Ok(exit::OK)
         }
         MigrateCommand::Up { to, dry_run, .. } => {
-            let pending = migrator.up(driver, to, true, &ferry_migrate::Quiet).await?;
-            let progress = printer.progress(pending.applied.len());
-            let report = if dry_run {
-                pending
-            } else {
-                migrator.up(driver, to, false, &progress).await?
-            };
+            let progress = printer.progress();
+            let report = migrator.up(driver, to, dry_run, &progress).await?;
             drop(progress);
             printer.emit(&report, |r| {
                 steps_text("applied", "apply", &r.applied, r.current_version, r.dry_run)
@@ -157,22 +152,29 @@ async fn dispatch(
                 Some(v) => DownTarget::To(v),
                 None => DownTarget::Steps(steps.unwrap_or(1)),
             };
-            let plan = migrator
-                .down(driver, target, true, &ferry_migrate::Quiet)
-                .await?;
             if dry_run {
+                let plan = migrator
+                    .down(driver, target, true, &ferry_migrate::Quiet)
+                    .await?;
                 printer.emit(&plan, |r| {
                     steps_text("reverted", "revert", &r.reverted, r.current_version, true)
                 });
                 return Ok(exit::OK);
             }
-            if !plan.reverted.is_empty() && !yes {
-                confirm(
-                    printer,
-                    &format!("Revert {} on {url}?", labels(&plan.reverted)),
-                )?;
+            // Only a person is shown the plan first; CI goes straight to the locked run, so
+            // nothing is planned outside the lock (where another run's work looks unfinished).
+            if !yes && printer.can_ask() {
+                let plan = migrator
+                    .down(driver, target, true, &ferry_migrate::Quiet)
+                    .await?;
+                if !plan.reverted.is_empty() {
+                    confirm(
+                        printer,
+                        &format!("Revert {} on {url}?", labels(&plan.reverted)),
+                    )?;
+                }
             }
-            let progress = printer.progress(plan.reverted.len());
+            let progress = printer.progress();
             let report = migrator.down(driver, target, false, &progress).await?;
             drop(progress);
             printer.emit(&report, |r| {
@@ -181,25 +183,26 @@ async fn dispatch(
             Ok(exit::OK)
         }
         MigrateCommand::Redo { yes } => {
-            let plan = migrator
-                .down(driver, DownTarget::Steps(1), true, &ferry_migrate::Quiet)
-                .await?;
-            if !plan.reverted.is_empty() && !yes {
-                confirm(
-                    printer,
-                    &format!("Revert and re-apply {} on {url}?", labels(&plan.reverted)),
-                )?;
+            if !yes && printer.can_ask() {
+                let plan = migrator
+                    .down(driver, DownTarget::Steps(1), true, &ferry_migrate::Quiet)
+                    .await?;
+                if !plan.reverted.is_empty() {
+                    let question =
+                        format!("Revert and re-apply {} on {url}?", labels(&plan.reverted));
+                    confirm(printer, &question)?;
+                }
             }
             let report = migrator.redo(driver, &ferry_migrate::Quiet).await?;
             printer.emit(&report, |r| {
+                let reverted = steps_text("reverted", "revert", &r.reverted, None, false);
+                let reverted: Vec<&str> = reverted
+                    .lines()
+                    .filter(|l| !l.starts_with("current"))
+                    .collect();
                 format!(
-                    "{}{}",
-                    steps_text("reverted", "revert", &r.reverted, None, false)
-                        .lines()
-                        .filter(|l| !l.starts_with("current"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                        + "\n",
+                    "{}\n{}",
+                    reverted.join("\n"),
                     steps_text("applied", "apply", &r.applied, r.current_version, false)
                 )
             });

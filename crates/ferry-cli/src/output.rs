@@ -40,11 +40,11 @@ impl Printer {
         eprintln!("error: {message}");
     }
 
-    /// A progress bar for `total` steps at a terminal in human mode; hidden otherwise.
-    pub fn progress(&self, total: usize) -> Progress {
-        let visible = !self.json() && total > 1 && std::io::stderr().is_terminal();
-        let bar = if visible {
-            let bar = ProgressBar::new(total as u64);
+    /// A progress bar at a terminal in human mode; hidden otherwise. It learns its length from
+    /// the engine's first event, so nothing is planned outside the migration lock just to draw it.
+    pub fn progress(&self) -> Progress {
+        let bar = if !self.json() && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -58,10 +58,15 @@ impl Printer {
         Progress { bar }
     }
 
+    /// Whether a person can answer a question now (a terminal, human output).
+    pub fn can_ask(&self) -> bool {
+        !self.json() && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    }
+
     /// Asks a yes/no question when a person is at the terminal. Returns `None` when nobody can
     /// answer (no TTY, or JSON mode): the caller proceeds, as CI expects.
     pub fn confirm(&self, question: &str) -> Option<bool> {
-        if self.json() || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        if !self.can_ask() {
             return None;
         }
         eprint!("{question} [y/N] ");
