@@ -28,3 +28,4 @@ mod adopt;
 mod cli;
 mod concurrency;
 mod engines;
+mod snapshots;

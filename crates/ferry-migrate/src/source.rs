@@ -169,6 +169,22 @@ pub enum SourceError {
     VersionOverflow { path: PathBuf, digits: String },
 
     #[error(
+        "`{}` and `{}`: Flyway orders version {first_text} before {second_text}, but ferry orders versions \
+         on their digits ({first} vs {second}), which would apply them in another order. Rename them so \
+         their digits sort the same way (give every version the same number of parts: V1_0, V1_1, V2_0), or use whole-number versions",
+        first_path.display(),
+        second_path.display()
+    )]
+    FlywayOrder {
+        first_path: PathBuf,
+        first_text: String,
+        first: i64,
+        second_path: PathBuf,
+        second_text: String,
+        second: i64,
+    },
+
+    #[error(
         "`{}` is a rollback without its migration: there is no `{}`; add the up file or delete this one",
         path.display(),
         expected_up.display()
@@ -673,6 +689,7 @@ fn build_flyway(dir: &Path, entries: &[Entry]) -> Result<Vec<Migration>, SourceE
             expected_up: dir.join(format!("V{}__{}.sql", orphan.version_text, orphan.name)),
         });
     }
+    refuse_flyway_reordering(entries)?;
     entries
         .iter()
         .filter(|e| matches!(e.kind, Kind::FlywayUp))
@@ -686,6 +703,41 @@ fn build_flyway(dir: &Path, entries: &[Entry]) -> Result<Vec<Migration>, SourceE
             )
         })
         .collect()
+}
+
+/// Flyway compares dotted versions part by part (1 < 1.1 < 2); ferry's versions are the digits
+/// joined (1, 11, 2). Where the two orders disagree, applying in ferry's order would run
+/// migrations in an order nobody tested, so the directory is refused instead.
+fn refuse_flyway_reordering(entries: &[Entry]) -> Result<(), SourceError> {
+    let parts = |text: &str| -> Vec<u128> {
+        let mut v: Vec<u128> = text
+            .split(['.', '_'])
+            .map(|p| p.parse().unwrap_or(u128::MAX))
+            .collect();
+        while v.len() > 1 && v.last() == Some(&0) {
+            v.pop();
+        }
+        v
+    };
+    let mut ups: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::FlywayUp))
+        .collect();
+    ups.sort_by_key(|e| e.version);
+    for pair in ups.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if parts(&a.version_text) > parts(&b.version_text) {
+            return Err(SourceError::FlywayOrder {
+                first_path: b.path.clone(),
+                first_text: b.version_text.clone(),
+                first: b.version,
+                second_path: a.path.clone(),
+                second_text: a.version_text.clone(),
+                second: a.version,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Diesel's `metadata.toml`. Unknown keys are rejected: a misspelt `run_in_transaction` must not
@@ -1013,6 +1065,28 @@ mod tests {
                 m.label()
             );
         }
+    }
+
+    #[test]
+    fn flyway_dotted_versions_that_would_reorder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["1", "1.1", "2"] {
+            std::fs::write(dir.path().join(format!("V{v}__m.sql")), "SELECT 1;").unwrap();
+        }
+        let err = load_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, SourceError::FlywayOrder { .. }), "{err:?}");
+        assert!(err.to_string().contains("V1.1__m.sql"), "{err}");
+        // Same number of parts: both tools agree (10 < 11 < 20).
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["1_0", "1_1", "2_0"] {
+            std::fs::write(dir.path().join(format!("V{v}__m.sql")), "SELECT 1;").unwrap();
+        }
+        let versions: Vec<i64> = load_dir(dir.path())
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, [10, 11, 20]);
     }
 
     #[test]

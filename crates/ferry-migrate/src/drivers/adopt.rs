@@ -67,8 +67,8 @@ pub async fn adopted_versions(
     let v = driver.cast_text("version");
     let sql = match tool {
         Tool::Sqlx => format!(
-            "SELECT {v} FROM _sqlx_migrations WHERE {} ORDER BY version",
-            driver.is_true("success")
+            "SELECT {v}, {} FROM _sqlx_migrations ORDER BY version",
+            driver.cast_text("success")
         ),
         Tool::Diesel | Tool::Refinery | Tool::Dbmate => format!("SELECT {v} FROM {table}"),
         Tool::GolangMigrate => format!(
@@ -107,19 +107,45 @@ pub async fn adopted_versions(
             }
             return Ok((versions, true));
         }
-        Tool::Flyway => {
+        Tool::Sqlx => {
             for row in &rows {
-                if !truthy(&row[2]) {
+                if !truthy(&row[1]) {
+                    return Err(err(format!(
+                        "sqlx recorded version {} as failed (it stopped part-way); fix the schema and the \
+                         _sqlx_migrations row first",
+                        row[0].as_deref().unwrap_or("?")
+                    )));
+                }
+                versions.insert(parse(&row[0])?);
+            }
+        }
+        Tool::Flyway => {
+            // Replayed in installed_rank order; the last row of a version decides its state.
+            let mut failed = BTreeSet::new();
+            for row in &rows {
+                let version = parse(&row[0])?;
+                let kind = row[1].as_deref().unwrap_or("");
+                let undo = kind.starts_with("UNDO");
+                if !undo && !matches!(kind, "SQL" | "JDBC" | "BASELINE" | "SPRING_JDBC" | "SCRIPT")
+                {
                     continue;
                 }
-                let version = parse(&row[0])?;
-                match row[1].as_deref() {
-                    Some(t) if t.starts_with("UNDO") => versions.remove(&version),
-                    Some("SQL" | "JDBC" | "BASELINE" | "SPRING_JDBC" | "SCRIPT") => {
-                        versions.insert(version)
-                    }
-                    _ => false,
-                };
+                if !truthy(&row[2]) {
+                    failed.insert(version);
+                    continue;
+                }
+                failed.remove(&version);
+                if undo {
+                    versions.remove(&version);
+                } else {
+                    versions.insert(version);
+                }
+            }
+            if let Some(v) = failed.first() {
+                return Err(err(format!(
+                    "flyway recorded version {v} as failed (it stopped part-way); fix the schema and run \
+                     `flyway repair` first"
+                )));
             }
         }
         _ => {

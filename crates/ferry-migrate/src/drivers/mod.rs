@@ -93,8 +93,6 @@ pub trait Driver: Send {
     fn text_rows<'a>(&'a mut self, sql: &'a str) -> BoxFut<'a, Vec<Vec<Option<String>>>>;
     /// How this engine spells a cast to text, around `expr`.
     fn cast_text(&self, expr: &str) -> String;
-    /// How this engine spells "this boolean column is true".
-    fn is_true(&self, column: &str) -> String;
 
     fn close(self: Box<Self>) -> BoxFut<'static, ()>;
 }

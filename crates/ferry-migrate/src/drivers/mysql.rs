@@ -317,10 +317,6 @@ impl Driver for MySql {
         format!("CAST({expr} AS CHAR)")
     }
 
-    fn is_true(&self, column: &str) -> String {
-        format!("{column} <> 0")
-    }
-
     fn close(self: Box<Self>) -> BoxFut<'static, ()> {
         Box::pin(async move {
             self.conn

@@ -337,10 +337,6 @@ impl Driver for Postgres {
         format!("CAST({expr} AS TEXT)")
     }
 
-    fn is_true(&self, column: &str) -> String {
-        format!("{column} = TRUE")
-    }
-
     fn close(self: Box<Self>) -> BoxFut<'static, ()> {
         Box::pin(async move {
             self.conn

@@ -326,10 +326,6 @@ impl Driver for Sqlite {
         format!("CAST({expr} AS TEXT)")
     }
 
-    fn is_true(&self, column: &str) -> String {
-        format!("{column} <> 0")
-    }
-
     fn close(self: Box<Self>) -> BoxFut<'static, ()> {
         Box::pin(async move {
             self.conn
