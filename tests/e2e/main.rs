@@ -25,6 +25,7 @@ macro_rules! per_engine {
 }
 
 mod adopt;
+mod backup;
 mod cli;
 mod concurrency;
 mod engines;

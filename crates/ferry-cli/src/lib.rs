@@ -10,6 +10,7 @@ use clap::Parser;
 use ferry_core::{CoreError, Overrides, Settings};
 use ferry_migrate::MigrateError;
 
+mod backup;
 mod migrate;
 pub mod opt;
 mod output;
@@ -34,6 +35,10 @@ pub enum CliError {
     Core(#[from] CoreError),
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    #[error(transparent)]
+    Backup(#[from] ferry_backup::BackupError),
+    #[error(transparent)]
+    Store(#[from] ferry_store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A destructive step was not confirmed at the terminal.
@@ -48,6 +53,33 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
         CliError::Core(_) => (exit::INVALID, "invalid_config"),
         CliError::Io(_) => (exit::FAILED, "io"),
         CliError::NotConfirmed(_) => (exit::REFUSED, "not_confirmed"),
+        CliError::Store(e) => match e {
+            ferry_store::StoreError::BadUrl { .. } => (exit::INVALID, "invalid_config"),
+            ferry_store::StoreError::NotFound { .. } => (exit::INVALID, "not_found"),
+            ferry_store::StoreError::AlreadyExists { .. }
+            | ferry_store::StoreError::Io { .. }
+            | ferry_store::StoreError::S3 { .. } => (exit::FAILED, "store"),
+        },
+        CliError::Backup(e) => {
+            use ferry_backup::BackupError as B;
+            match e {
+                B::NotFound { .. } => (exit::INVALID, "not_found"),
+                B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing => {
+                    (exit::INVALID, "invalid_input")
+                }
+                B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
+                B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
+                B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
+                B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
+                    (exit::FAILED, "dump_failed")
+                }
+                B::RestoreFailed { .. } => (exit::FAILED, "restore_failed"),
+                B::Connect { .. } => (exit::FAILED, "connect"),
+                B::Database { .. } | B::Store { .. } | B::Io { .. } | B::Internal(_) => {
+                    (exit::FAILED, "backup")
+                }
+            }
+        }
         CliError::Migrate(e) => match e {
             M::Source(_) => (exit::INVALID, "invalid_migrations"),
             M::Config(_) => (exit::INVALID, "invalid_config"),
@@ -128,6 +160,7 @@ fn init_tracing() {
 pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
     match cli.command {
         Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
+        Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
     }
 }
 
@@ -140,7 +173,7 @@ pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
         database_url: global.database_url.clone(),
         migrations: global.migrations.clone(),
         lock_timeout: global.lock_timeout.clone(),
-        store: None,
+        store: global.store.clone(),
     };
     Ok(ferry_core::config::resolve(&over, &|k| {
         std::env::var(k).ok()

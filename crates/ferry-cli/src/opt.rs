@@ -55,6 +55,11 @@ pub struct GlobalOpts {
     )]
     pub lock_timeout: Option<String>,
 
+    /// Where backups and artifacts are kept: file:///path or s3://bucket/prefix
+    /// [default: [store] url in ferry.toml, else .ferry/ beside ferry.toml or here]
+    #[arg(long, global = true, env = "FERRY_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
     /// Output format
     #[arg(long, global = true, env = "FERRY_OUTPUT", value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
@@ -73,6 +78,62 @@ pub enum Command {
     /// Apply, revert and inspect schema migrations
     #[command(subcommand)]
     Migrate(MigrateCommand),
+
+    /// Take, check and restore compressed, checksummed database backups
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Snapshot the database into the store; prints the new backup's id
+    Create {
+        /// A note kept in the manifest, e.g. the release being deployed
+        #[arg(long, value_name = "TEXT")]
+        label: Option<String>,
+    },
+
+    /// List backups, newest first
+    List,
+
+    /// Show one backup's manifest
+    Show {
+        /// Backup id, as `ferry backup list` prints it
+        id: String,
+    },
+
+    /// Check a backup's checksum and compressed stream end to end
+    Verify {
+        id: String,
+        /// Also restore it into a scratch database ferry creates and drops, and compare tables
+        /// and row counts with the manifest
+        #[arg(long)]
+        restore_check: bool,
+    },
+
+    /// Replace a database's contents with a backup (verified before the target is touched)
+    Restore {
+        id: String,
+        /// Restore into this database instead of the configured one
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Restore over the configured database without asking
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Delete old backups; without --yes only lists what it would delete
+    Prune {
+        /// Always keep this many of the newest backups
+        #[arg(long, value_name = "N")]
+        keep_last: usize,
+        /// Also keep every backup younger than this, e.g. 7d, 12h
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Delete; without it prune only lists
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -83,6 +83,60 @@ pub struct Progress {
     bar: ProgressBar,
 }
 
+/// A progress bar in bytes (with rate) for backups at a terminal in human mode; hidden otherwise.
+pub fn byte_progress(printer: &Printer) -> std::sync::Arc<dyn ferry_backup::Progress> {
+    let bar = if !printer.json() && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    std::sync::Arc::new(BytesBar { bar })
+}
+
+struct BytesBar {
+    bar: ProgressBar,
+}
+
+impl ferry_backup::Progress for BytesBar {
+    fn bytes(&self, phase: ferry_backup::Phase, done: u64, total: Option<u64>, _rate: f64) {
+        let what = match phase {
+            ferry_backup::Phase::Dump => "dumping",
+            ferry_backup::Phase::Verify => "verifying",
+            ferry_backup::Phase::Restore => "restoring",
+        };
+        match total {
+            Some(total) => {
+                if self.bar.length() != Some(total) {
+                    self.bar.set_length(total);
+                    self.bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                }
+            }
+            None => self.bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} {bytes} {binary_bytes_per_sec} ({elapsed})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        }
+        self.bar.set_message(what);
+        self.bar.set_position(done);
+    }
+}
+
+impl Drop for BytesBar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 impl Observer for Progress {
     fn started(&self, label: &str, direction: Direction, index: usize, total: usize) {
         self.bar.set_length(total as u64);

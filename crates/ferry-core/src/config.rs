@@ -18,6 +18,8 @@ pub const CONFIG_FILE: &str = "ferry.toml";
 /// Where migrations live when nothing says otherwise.
 pub const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The embedded default store, beside `ferry.toml` (or in the working directory).
+pub const DEFAULT_STORE_DIR: &str = ".ferry";
 
 /// The parsed `ferry.toml`, after `${VAR}` expansion.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -97,6 +99,19 @@ impl Settings {
     /// The directory that relative paths in the config are relative to.
     pub fn base_dir(&self) -> PathBuf {
         base_dir_of(self.config_path.as_deref())
+    }
+
+    /// The store URL: `--store`/`FERRY_STORE`, `[store] url`, else the embedded default
+    /// `file://<dir of ferry.toml, or the working directory>/.ferry`.
+    pub fn store_url(&self) -> String {
+        match &self.store_url {
+            Some(url) => url.clone(),
+            None => {
+                let base = self.base_dir();
+                let base = std::path::absolute(&base).unwrap_or(base);
+                format!("file://{}", base.join(DEFAULT_STORE_DIR).display())
+            }
+        }
     }
 }
 
@@ -298,20 +313,21 @@ pub fn expand_vars(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
     Ok(out)
 }
 
-/// Parses "90", "90s", "2m", "1h", "500ms".
+/// Parses "90", "90s", "2m", "1h", "7d", "500ms".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| {
-        "expected a number with an optional unit: ms, s, m or h (e.g. 60s)".to_string()
+        "expected a number with an optional unit: ms, s, m, h or d (e.g. 60s)".to_string()
     })?;
     match unit.trim() {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        other => Err(format!("unknown unit `{other}`; use ms, s, m or h")),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
+        other => Err(format!("unknown unit `{other}`; use ms, s, m, h or d")),
     }
 }
 

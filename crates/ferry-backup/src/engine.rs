@@ -1,0 +1,390 @@
+//! The seam between the backup algorithm and each database: [`DumpEngine`], one implementation
+//! per module (`postgres.rs`, `mysql.rs`, `sqlite.rs`). Those modules are the only place in
+//! ferry-backup that contains SQL or knows a dump tool's command line. This module also owns
+//! running external tools: finding them, checking versions, capturing (redacted) stderr.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+
+use ferry_core::{DatabaseUrl, Engine};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::error::{BackupError, Result};
+use crate::manifest::TableRows;
+
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+pub(crate) type ByteStream = ferry_store::ByteStream;
+
+/// What a snapshot looks like, gathered in the same snapshot the dump reads where the engine
+/// allows (PostgreSQL, SQLite).
+pub(crate) struct SnapshotInfo {
+    pub server_version: String,
+    pub tool: String,
+    pub tables: Vec<TableRows>,
+    pub schema_version: Option<i64>,
+}
+
+/// A dump in progress: its bytes, and a future that says whether the tool succeeded. `finish`
+/// must be awaited after `stream` reached EOF; dropping either kills the tool.
+pub(crate) struct Dump {
+    pub info: SnapshotInfo,
+    pub stream: ByteStream,
+    pub finish: BoxFut<'static, ()>,
+}
+
+/// The decompressed dump for a restore. `verified` resolves once the whole object was read and
+/// its checksum and sizes matched; an engine commits (or renames into place) only after it.
+pub(crate) struct RestoreInput {
+    pub stream: ByteStream,
+    pub verified: BoxFut<'static, ()>,
+}
+
+/// Where external tools are looked up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ToolSearch {
+    pub path: Option<OsString>,
+}
+
+/// The primitives the backup algorithm needs from a database engine.
+pub(crate) trait DumpEngine: Send + Sync {
+    /// Checks the tools, opens a consistent snapshot, counts its rows and starts dumping it.
+    fn start_dump<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Dump>;
+
+    /// Replaces the contents of `target` with the dump read from `input`.
+    fn restore<'a>(
+        &'a self,
+        id: &'a str,
+        target: &'a DatabaseUrl,
+        input: RestoreInput,
+    ) -> BoxFut<'a, ()>;
+
+    /// Every table of `url` with its row count, sorted by name.
+    fn tables<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Vec<TableRows>>;
+
+    /// Creates an empty scratch database named `name` beside `source` and returns its URL.
+    fn create_scratch<'a>(
+        &'a self,
+        source: &'a DatabaseUrl,
+        name: &'a str,
+    ) -> BoxFut<'a, DatabaseUrl>;
+
+    /// Drops what `create_scratch` made.
+    fn drop_scratch<'a>(
+        &'a self,
+        source: &'a DatabaseUrl,
+        scratch: &'a DatabaseUrl,
+    ) -> BoxFut<'a, ()>;
+}
+
+pub(crate) fn for_engine(engine: Engine, tools: ToolSearch) -> Box<dyn DumpEngine> {
+    match engine {
+        Engine::Postgres => Box::new(crate::postgres::Postgres { tools }),
+        Engine::MySql => Box::new(crate::mysql::MySql { tools }),
+        Engine::Sqlite => Box::new(crate::sqlite::Sqlite),
+    }
+}
+
+/// A located external program.
+#[derive(Debug, Clone)]
+pub(crate) struct Tool {
+    pub name: &'static str,
+    pub path: PathBuf,
+}
+
+impl ToolSearch {
+    /// The first of `names` found on the search path.
+    pub fn find(&self, names: &[&'static str], package: &'static str) -> Result<Tool> {
+        let path = self
+            .path
+            .clone()
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_default();
+        for name in names {
+            for dir in std::env::split_paths(&path) {
+                let candidate = dir.join(name);
+                if is_executable(&candidate) {
+                    return Ok(Tool {
+                        name,
+                        path: candidate,
+                    });
+                }
+            }
+        }
+        Err(BackupError::ToolMissing {
+            tool: names.join("` or `"),
+            package,
+        })
+    }
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+impl Tool {
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.kill_on_drop(true).stdin(Stdio::null());
+        cmd
+    }
+
+    /// The first line of `tool --version`.
+    pub async fn version(&self) -> Result<String> {
+        let out = self
+            .command()
+            .arg("--version")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|source| BackupError::ToolSpawn {
+                tool: self.name.to_string(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(BackupError::ToolFailed {
+                tool: self.name.to_string(),
+                database: "its --version check".into(),
+                status: out.status.to_string(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string())
+    }
+
+    pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
+        cmd.spawn().map_err(|source| BackupError::ToolSpawn {
+            tool: self.name.to_string(),
+            source,
+        })
+    }
+}
+
+/// The first run of digits and dots in `s` as numbers: "pg_dump (PostgreSQL) 15.20 (Debian)" → [15, 20].
+pub(crate) fn parse_version(s: &str) -> Vec<u64> {
+    let start = match s.find(|c: char| c.is_ascii_digit()) {
+        Some(i) => i,
+        None => return Vec::new(),
+    };
+    s[start..]
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()
+        .unwrap_or_default()
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Tool stderr for an error message: redacted, trimmed, at most a few KiB (the end matters most).
+pub(crate) fn clean_stderr(bytes: &[u8]) -> String {
+    const MAX: usize = 4000;
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    let text = if text.len() > MAX {
+        let mut cut = text.len() - MAX;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        format!("…{}", &text[cut..])
+    } else {
+        text.to_string()
+    };
+    let text = ferry_core::url::redact(&text);
+    if text.is_empty() {
+        "(no output on stderr)".into()
+    } else {
+        text
+    }
+}
+
+/// Reads a child's stderr in the background (so it never blocks on a full pipe).
+pub(crate) fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<Vec<u8>> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        buf
+    })
+}
+
+/// Waits for `child` and turns a failure into [`BackupError::ToolFailed`] with its stderr.
+pub(crate) async fn wait_tool(
+    tool: &str,
+    database: &str,
+    mut child: Child,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+) -> Result<()> {
+    let status = child
+        .wait()
+        .await
+        .map_err(|source| BackupError::ToolSpawn {
+            tool: tool.to_string(),
+            source,
+        })?;
+    let err = stderr.await.unwrap_or_default();
+    if status.success() {
+        if !err.is_empty() {
+            tracing::debug!(tool, stderr = %clean_stderr(&err), "tool stderr");
+        }
+        Ok(())
+    } else {
+        Err(BackupError::ToolFailed {
+            tool: tool.to_string(),
+            database: database.to_string(),
+            status: status.to_string(),
+            stderr: clean_stderr(&err),
+        })
+    }
+}
+
+/// Spawns a dump tool with stdout piped; returns its output and the future that checks its exit.
+pub(crate) fn spawn_dump(
+    tool: &Tool,
+    database: &str,
+    mut cmd: Command,
+    keep_alive: Option<Box<dyn Send + 'static>>,
+) -> Result<(ByteStream, BoxFut<'static, ()>)> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = tool.spawn(&mut cmd)?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| BackupError::Internal("dump tool has no stdout".into()))?;
+    let stderr = collect_stderr(&mut child);
+    let name = tool.name.to_string();
+    let database = database.to_string();
+    let finish = Box::pin(async move {
+        let result = wait_tool(&name, &database, child, stderr).await;
+        // The snapshot (PostgreSQL's exporting transaction) lives until the tool is done.
+        drop(keep_alive);
+        result
+    });
+    Ok((Box::pin(stdout), finish))
+}
+
+/// Database URL pieces handed to client tools through arguments and environment (the password
+/// only ever through the environment).
+pub(crate) struct ConnParts {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: String,
+    pub query: Vec<(String, String)>,
+}
+
+impl ConnParts {
+    pub fn of(url: &DatabaseUrl) -> Result<Self> {
+        let parsed = url::Url::parse(&url.for_driver())
+            .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))?;
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let user = (!parsed.username().is_empty()).then(|| decode(parsed.username()));
+        Ok(ConnParts {
+            host: parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()),
+            port: parsed.port(),
+            user,
+            password: parsed.password().map(decode),
+            database: decode(parsed.path().trim_start_matches('/')),
+            query: parsed
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        })
+    }
+
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `url` with its path (database name) replaced.
+pub(crate) fn with_database(url: &DatabaseUrl, name: &str) -> Result<DatabaseUrl> {
+    let mut parsed = url::Url::parse(url.expose())
+        .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))?;
+    parsed.set_path(&format!("/{name}"));
+    DatabaseUrl::parse(parsed.as_str())
+        .map_err(|e| BackupError::Internal(format!("scratch URL: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            vec![15, 20]
+        );
+        assert_eq!(
+            parse_version("10.11.19-MariaDB-0+deb12u1"),
+            vec![10, 11, 19]
+        );
+        assert!(parse_version("none").is_empty());
+    }
+
+    #[test]
+    fn stderr_is_redacted() {
+        let s = clean_stderr(b"connection to postgres://u:hunter2@h/db failed\n");
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
+    fn conn_parts_decode() {
+        let url =
+            DatabaseUrl::parse("postgres://app:p%40ss@db:6543/my_db?sslmode=require").unwrap();
+        let p = ConnParts::of(&url).unwrap();
+        assert_eq!(p.password.as_deref(), Some("p@ss"));
+        assert_eq!(p.user.as_deref(), Some("app"));
+        assert_eq!(p.port, Some(6543));
+        assert_eq!(p.database, "my_db");
+        assert_eq!(p.param("sslmode"), Some("require"));
+        let s = with_database(&url, "other").unwrap();
+        assert_eq!(s.database_name(), "other");
+    }
+
+    #[test]
+    fn missing_tool_names_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let search = ToolSearch {
+            path: Some(dir.path().as_os_str().to_owned()),
+        };
+        let err = search
+            .find(&["pg_dump"], "postgresql-client")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgresql-client"), "{err}");
+    }
+}

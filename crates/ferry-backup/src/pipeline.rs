@@ -1,0 +1,447 @@
+//! The byte pipelines, both with bounded memory and no temporary copy on disk:
+//! - backup: dump stdout → (async reader task) → gzip + SHA-256 (blocking thread) → store body;
+//! - restore/verify: store object → SHA-256 + gunzip (blocking thread) → decompressed bytes.
+//!
+//! Channels between the stages hold a few chunks of [`CHUNK`] bytes, so memory stays under a few
+//! MiB whatever the database size. Compression runs on a blocking thread so it never stalls the
+//! async runtime that drives the upload.
+//!
+//! A failure anywhere becomes an error *in the stream* before its end, so the store never
+//! completes an object from a failed dump: the body fails at EOF if the tool exited non-zero or
+//! wrote nothing.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use flate2::Compression;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::engine::{BoxFut, ByteStream};
+use crate::error::{BackupError, Result};
+use crate::manifest::Manifest;
+use crate::{Phase, Progress};
+
+pub(crate) const CHUNK: usize = 256 * 1024;
+const DEPTH: usize = 4;
+
+/// An `AsyncRead` over a channel of chunks; an `Err` item fails the read.
+pub(crate) struct ChannelReader {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl AsyncRead for ChannelReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.current.is_empty() {
+                let n = self.current.len().min(buf.remaining());
+                buf.put_slice(&self.current[..n]);
+                self.current.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// Rate-limited progress reports.
+struct Meter<'a> {
+    progress: &'a dyn Progress,
+    phase: Phase,
+    started: Instant,
+    last: Instant,
+    total: Option<u64>,
+}
+
+impl<'a> Meter<'a> {
+    fn new(progress: &'a dyn Progress, phase: Phase, total: Option<u64>) -> Self {
+        let now = Instant::now();
+        Self {
+            progress,
+            phase,
+            started: now,
+            last: now,
+            total,
+        }
+    }
+
+    fn tick(&mut self, done: u64, force: bool) {
+        let now = Instant::now();
+        if force || now.duration_since(self.last).as_millis() >= 100 {
+            self.last = now;
+            let secs = now.duration_since(self.started).as_secs_f64();
+            let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+            self.progress.bytes(self.phase, done, self.total, rate);
+        }
+    }
+}
+
+/// What the backup pipeline measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Totals {
+    pub raw_bytes: u64,
+    pub compressed_bytes: u64,
+    pub sha256: String,
+}
+
+enum Msg {
+    Data(Bytes),
+    End,
+    Fail(String),
+}
+
+/// Starts the backup pipeline over a dump. Returns the body for `put_stream` and a future with
+/// the totals, or the dump's own error (so a tool failure is reported as such, not as a store
+/// I/O error).
+pub(crate) fn compress(
+    mut raw: ByteStream,
+    finish: BoxFut<'static, ()>,
+    tool: String,
+    database: String,
+    level: u32,
+    progress: Arc<dyn Progress>,
+) -> (ByteStream, BoxFut<'static, Totals>) {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Msg>(DEPTH);
+    let (out_tx, out_rx) = mpsc::channel::<std::io::Result<Bytes>>(DEPTH);
+    let dump_error: Arc<Mutex<Option<BackupError>>> = Arc::default();
+
+    let slot = dump_error.clone();
+    let reader = tokio::spawn(async move {
+        let mut meter = Meter::new(&*progress, Phase::Dump, None);
+        let mut total = 0u64;
+        let outcome: Result<()> = async {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = raw
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| BackupError::ToolSpawn {
+                        tool: tool.clone(),
+                        source,
+                    })?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                total += n as u64;
+                meter.tick(total, false);
+                if raw_tx.send(Msg::Data(Bytes::from(buf))).await.is_err() {
+                    return Err(BackupError::Internal("compressor stopped".into()));
+                }
+            }
+            finish.await?;
+            if total == 0 {
+                return Err(BackupError::EmptyDump {
+                    tool: tool.clone(),
+                    database: database.clone(),
+                });
+            }
+            Ok(())
+        }
+        .await;
+        meter.tick(total, true);
+        match outcome {
+            Ok(()) => {
+                let _ = raw_tx.send(Msg::End).await;
+                Ok(total)
+            }
+            Err(e) => {
+                let _ = raw_tx.send(Msg::Fail(e.to_string())).await;
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(e);
+                }
+                Err(())
+            }
+        }
+    });
+
+    let compressor =
+        tokio::task::spawn_blocking(move || -> std::result::Result<(u64, String), String> {
+            let mut hasher = Sha256::new();
+            let mut compressed = 0u64;
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::with_capacity(CHUNK), Compression::new(level));
+            let mut emit =
+                |bytes: Vec<u8>, hasher: &mut Sha256| -> std::result::Result<(), String> {
+                    if bytes.is_empty() {
+                        return Ok(());
+                    }
+                    hasher.update(&bytes);
+                    compressed += bytes.len() as u64;
+                    out_tx
+                        .blocking_send(Ok(Bytes::from(bytes)))
+                        .map_err(|_| "the store stopped reading".to_string())
+                };
+            loop {
+                match raw_rx.blocking_recv() {
+                    Some(Msg::Data(chunk)) => {
+                        enc.write_all(&chunk).map_err(|e| e.to_string())?;
+                        let out = std::mem::take(enc.get_mut());
+                        emit(out, &mut hasher)?;
+                    }
+                    Some(Msg::End) => {
+                        let out = enc.finish().map_err(|e| e.to_string())?;
+                        emit(out, &mut hasher)?;
+                        break;
+                    }
+                    Some(Msg::Fail(msg)) => {
+                        let _ = out_tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+                        return Err(msg);
+                    }
+                    None => {
+                        let msg = "the dump reader stopped".to_string();
+                        let _ = out_tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+                        return Err(msg);
+                    }
+                }
+            }
+            Ok((compressed, hex::encode(hasher.finalize())))
+        });
+
+    let body: ByteStream = Box::pin(ChannelReader {
+        rx: out_rx,
+        current: Bytes::new(),
+    });
+    let done = Box::pin(async move {
+        let raw = reader.await;
+        let comp = compressor.await;
+        if let Some(e) = dump_error.lock().ok().and_then(|mut s| s.take()) {
+            return Err(e);
+        }
+        let raw_bytes = raw
+            .map_err(|e| BackupError::Internal(format!("dump reader: {e}")))?
+            .map_err(|()| BackupError::Internal("dump reader failed".into()))?;
+        let (compressed_bytes, sha256) = comp
+            .map_err(|e| BackupError::Internal(format!("compressor: {e}")))?
+            .map_err(BackupError::Internal)?;
+        Ok(Totals {
+            raw_bytes,
+            compressed_bytes,
+            sha256,
+        })
+    });
+    (body, done)
+}
+
+/// Counts and hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Streams a stored object through SHA-256 and gunzip, checking it against `manifest`. Returns
+/// the decompressed bytes (which fail with an error instead of ending when the object does not
+/// match) and a future that resolves once the check passed.
+pub(crate) fn decode(
+    object: ByteStream,
+    manifest: &Manifest,
+    progress: Arc<dyn Progress>,
+    phase: Phase,
+) -> (ByteStream, BoxFut<'static, ()>) {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(DEPTH);
+    let bridge = tokio_util::io::SyncIoBridge::new(object);
+    let m = manifest.clone();
+    let worker = tokio::task::spawn_blocking(move || -> Result<()> {
+        let corrupt = |reason: String| BackupError::Corrupt {
+            id: m.id.clone(),
+            reason,
+        };
+        let mut meter = Meter::new(&*progress, phase, Some(m.compressed_bytes));
+        let hashing = HashingReader {
+            inner: bridge,
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let mut dec = flate2::read::GzDecoder::new(hashing);
+        let mut raw = 0u64;
+        let outcome: Result<()> = (|| {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = dec
+                    .read(&mut buf)
+                    .map_err(|e| corrupt(format!("the gzip stream is damaged ({e})")))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                raw += n as u64;
+                meter.tick(dec.get_ref().count, false);
+                if raw > m.raw_bytes {
+                    return Err(corrupt(format!(
+                        "it decompresses to more than the {} bytes its manifest records",
+                        m.raw_bytes
+                    )));
+                }
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Err(BackupError::Internal("restore stopped reading".into()));
+                }
+            }
+            let mut hashing = dec.into_inner();
+            let mut rest = Vec::new();
+            hashing
+                .read_to_end(&mut rest)
+                .map_err(|e| corrupt(format!("cannot read it to the end ({e})")))?;
+            meter.tick(hashing.count, true);
+            if !rest.is_empty() {
+                return Err(corrupt(format!(
+                    "{} bytes follow the end of the gzip stream",
+                    rest.len()
+                )));
+            }
+            let sha = hex::encode(hashing.hasher.finalize());
+            if hashing.count != m.compressed_bytes {
+                return Err(corrupt(format!(
+                    "the stored object has {} bytes, its manifest says {}",
+                    hashing.count, m.compressed_bytes
+                )));
+            }
+            if sha != m.sha256 {
+                return Err(corrupt(format!(
+                    "SHA-256 of the stored object is {sha}, its manifest says {}",
+                    m.sha256
+                )));
+            }
+            if raw != m.raw_bytes {
+                return Err(corrupt(format!(
+                    "it decompresses to {raw} bytes, its manifest says {}",
+                    m.raw_bytes
+                )));
+            }
+            Ok(())
+        })();
+        if let Err(e) = &outcome {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        outcome
+    });
+    let stream: ByteStream = Box::pin(ChannelReader {
+        rx,
+        current: Bytes::new(),
+    });
+    let verified = Box::pin(async move {
+        worker
+            .await
+            .map_err(|e| BackupError::Internal(format!("decompressor: {e}")))?
+    });
+    (stream, verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Quiet;
+
+    fn ok_finish() -> BoxFut<'static, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    async fn run(
+        raw: &'static [u8],
+        finish: BoxFut<'static, ()>,
+    ) -> (Result<Totals>, Vec<u8>, bool) {
+        let (mut body, done) = compress(
+            Box::pin(raw),
+            finish,
+            "t".into(),
+            "db".into(),
+            1,
+            Arc::new(Quiet),
+        );
+        let mut out = Vec::new();
+        let read_ok = body.read_to_end(&mut out).await.is_ok();
+        (done.await, out, read_ok)
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_checks() {
+        let data: &'static [u8] = Box::leak(vec![7u8; 3 * CHUNK + 5].into_boxed_slice());
+        let (totals, gz, ok) = run(data, ok_finish()).await;
+        assert!(ok);
+        let totals = totals.unwrap();
+        assert_eq!(totals.raw_bytes, data.len() as u64);
+        assert_eq!(totals.compressed_bytes, gz.len() as u64);
+        assert_eq!(totals.sha256, hex::encode(Sha256::digest(&gz)));
+        let manifest = Manifest {
+            id: "x".into(),
+            created_at: chrono::Utc::now(),
+            engine: "sqlite".into(),
+            server_version: String::new(),
+            database: String::new(),
+            url: String::new(),
+            schema_version: None,
+            label: None,
+            tool: String::new(),
+            ferry_version: String::new(),
+            raw_bytes: totals.raw_bytes,
+            compressed_bytes: totals.compressed_bytes,
+            sha256: totals.sha256.clone(),
+            duration_ms: 0,
+            tables: vec![],
+        };
+        let (mut s, v) = decode(
+            Box::pin(std::io::Cursor::new(gz.clone())),
+            &manifest,
+            Arc::new(Quiet),
+            Phase::Verify,
+        );
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.unwrap();
+        v.await.unwrap();
+        assert_eq!(back, data);
+
+        let mut bad = gz.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        let (mut s, v) = decode(
+            Box::pin(std::io::Cursor::new(bad)),
+            &manifest,
+            Arc::new(Quiet),
+            Phase::Verify,
+        );
+        let mut sink = Vec::new();
+        assert!(s.read_to_end(&mut sink).await.is_err());
+        assert!(matches!(v.await, Err(BackupError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn failing_or_empty_dump_fails_the_body() {
+        let failing: BoxFut<'static, ()> = Box::pin(async {
+            Err(BackupError::ToolFailed {
+                tool: "pg_dump".into(),
+                database: "db".into(),
+                status: "exit status: 1".into(),
+                stderr: "boom".into(),
+            })
+        });
+        let (res, _, ok) = run(b"partial", failing).await;
+        assert!(!ok, "the body must fail");
+        assert!(matches!(res, Err(BackupError::ToolFailed { .. })));
+        let (res, _, ok) = run(b"", ok_finish()).await;
+        assert!(!ok);
+        assert!(matches!(res, Err(BackupError::EmptyDump { .. })));
+    }
+}

@@ -1,0 +1,32 @@
+//! Store errors. Each names the object (key and store) it concerns.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store URL `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("object {key} does not exist in the store")]
+    NotFound { key: String },
+    #[error("object {key} already exists in the store")]
+    AlreadyExists { key: String },
+    #[error("store I/O on {key}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("S3 {operation} on {key} failed: {message}")]
+    S3 {
+        operation: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+impl StoreError {
+    pub fn io(key: &str, source: std::io::Error) -> Self {
+        StoreError::Io {
+            key: key.to_string(),
+            source,
+        }
+    }
+}

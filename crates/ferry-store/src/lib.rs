@@ -1,0 +1,118 @@
+//! The object store ferry keeps backups (and, later, artifacts) in: a local directory
+//! (`file:///path`) or S3 and S3-compatible servers (`s3://bucket/prefix`).
+//!
+//! Contract: an object is either complete at its key or absent. Streams are written to a
+//! temporary name and renamed (file) or uploaded in parts and completed (S3); on any error the
+//! partial data is removed (the multipart upload is aborted), never left at the key. Memory is
+//! bounded by the part size, whatever the object's size. `put_bytes` with
+//! [`PutMode::IfAbsent`] is an atomic create-if-absent (exclusive create on disk,
+//! `If-None-Match: *` on S3), the primitive that lets two concurrent writers race safely.
+//!
+//! Key decision: one narrow trait, [`ObjectStore`], with keys as `/`-separated relative paths;
+//! callers (backup, promote) own their key layout and never see which backend they talk to.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
+mod error;
+mod file;
+mod s3;
+
+pub use error::StoreError;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+/// A stream of bytes read from or written to the store.
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key relative to the store's root (no leading `/`).
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is at the key.
+    Overwrite,
+    /// Fail with [`StoreError::AlreadyExists`] when the key exists, atomically.
+    IfAbsent,
+}
+
+/// How to reach a store, besides its URL.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// S3 endpoint override (`AWS_ENDPOINT_URL` or `[store] endpoint`), for S3-compatible
+    /// servers; path-style addressing is used with it.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Size of the first multipart part in bytes (S3 minimum 5 MiB); `None` for the default.
+    pub part_size: Option<usize>,
+}
+
+/// A place to keep objects. Keys are relative, `/`-separated paths.
+pub trait ObjectStore: Send + Sync {
+    /// The store's URL, for messages and manifests (no secrets in it).
+    fn url(&self) -> String;
+
+    /// Streams `body` to `key` and returns the number of bytes written. The object appears at
+    /// `key` only when complete; on error nothing is left there.
+    fn put_stream<'a>(&'a self, key: &'a str, body: ByteStream) -> BoxFut<'a, u64>;
+
+    /// Writes a small object in one request.
+    fn put_bytes<'a>(&'a self, key: &'a str, bytes: Vec<u8>, mode: PutMode) -> BoxFut<'a, ()>;
+
+    /// Reads an object as a stream; [`StoreError::NotFound`] when absent.
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFut<'a, ByteStream>;
+
+    /// Reads a whole (small) object.
+    fn get_bytes<'a>(&'a self, key: &'a str) -> BoxFut<'a, Vec<u8>> {
+        Box::pin(async move {
+            let mut stream = self.get_stream(key).await?;
+            let mut buf = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut buf)
+                .await
+                .map_err(|e| StoreError::io(key, e))?;
+            Ok(buf)
+        })
+    }
+
+    /// The object's metadata, or `None` when absent.
+    fn head<'a>(&'a self, key: &'a str) -> BoxFut<'a, Option<ObjectMeta>>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Vec<ObjectMeta>>;
+
+    /// Removes an object; removing an absent one is not an error.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFut<'a, ()>;
+}
+
+/// Opens the store a URL names: `file:///abs/path` (or a plain path) or `s3://bucket/prefix`.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return Ok(Arc::new(s3::S3Store::open(rest, options).await?));
+    }
+    let path = match url.strip_prefix("file://") {
+        Some(p) => p,
+        None if url.contains("://") => {
+            return Err(StoreError::BadUrl {
+                url: ferry_core::url::redact(url),
+                reason: "use file:///path or s3://bucket/prefix".into(),
+            });
+        }
+        None => url,
+    };
+    if path.is_empty() {
+        return Err(StoreError::BadUrl {
+            url: url.into(),
+            reason: "it names no directory".into(),
+        });
+    }
+    Ok(Arc::new(file::FileStore::open(std::path::Path::new(path))?))
+}

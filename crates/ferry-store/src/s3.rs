@@ -1,0 +1,695 @@
+//! `s3://bucket/prefix` through aws-sdk-s3, for AWS S3 and S3-compatible servers.
+//!
+//! Owns the mapping of store keys to S3 keys (`<prefix>/<key>`), the multipart upload behind
+//! `put_stream` and the translation of S3 errors into [`StoreError`]. It must never leave a
+//! partial object at a key, never hold more than two parts of a stream in memory, and never
+//! put credentials (or an endpoint's userinfo) into a URL or message.
+//!
+//! Streams are uploaded as one `PutObject` when they fit in the first part, otherwise as a
+//! multipart upload whose parts grow (see [`part_size`]) so that any object S3 accepts fits
+//! under its 10,000-part limit. While one part uploads, the next is read from the body. A failed
+//! upload, including a failed body, is aborted, and an upload abandoned by dropping the future is
+//! aborted in the background.
+
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncReadExt;
+
+use crate::{
+    BoxFut, ByteStream, ObjectMeta, ObjectStore, PutMode, Result, StoreError, StoreOptions,
+};
+
+const MIB: usize = 1024 * 1024;
+/// S3's smallest part, except the last one.
+const MIN_PART_SIZE: usize = 5 * MIB;
+/// S3's largest part.
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+const DEFAULT_PART_SIZE: usize = 8 * MIB;
+/// S3's limit on the number of parts of one upload.
+const MAX_PARTS: i32 = 10_000;
+/// The part size doubles after every this many parts.
+const PARTS_PER_SIZE: i32 = 1_000;
+/// Attempts per part (the first try and three retries); the SDK's own retries are off for
+/// `UploadPart` so the two do not multiply.
+const PART_ATTEMPTS: u32 = 4;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Without leading or trailing `/`; may be empty.
+    prefix: String,
+    first_part_size: usize,
+}
+
+impl S3Store {
+    /// `rest` is the URL after `s3://`: `bucket` or `bucket/prefix`. Makes no request: the
+    /// credential chain is consulted on first use.
+    pub async fn open(rest: &str, options: &StoreOptions) -> Result<Self> {
+        let bad = |reason: &str| StoreError::BadUrl {
+            url: ferry_core::url::redact(&format!("s3://{rest}")),
+            reason: reason.to_string(),
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("it names no bucket; use s3://bucket/prefix"));
+        }
+        if bucket.contains(['@', ':', '?', '#']) {
+            return Err(bad(
+                "a bucket name has no `@`, `:`, `?` or `#`; credentials come from the AWS \
+                 credential chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never from the URL",
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+            return Err(bad("the prefix has an empty, `.` or `..` part"));
+        }
+
+        let region = RegionProviderChain::first_try(options.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::from_static("us-east-1"));
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared);
+        // aws-config already reads AWS_ENDPOINT_URL (and the profile's endpoint_url) into
+        // `shared`, and the builder above AWS_ENDPOINT_URL_S3; we only need to know whether
+        // any of them is set, because S3-compatible servers rarely have per-bucket DNS.
+        let env_s3_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .ok()
+            .filter(|v| !v.is_empty());
+        if let Some(endpoint) = &options.endpoint {
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        } else if shared.endpoint_url().is_some() || env_s3_endpoint.is_some() {
+            config = config.force_path_style(true);
+        }
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            first_part_size: options
+                .part_size
+                .unwrap_or(DEFAULT_PART_SIZE)
+                .max(MIN_PART_SIZE),
+        })
+    }
+
+    /// The S3 key of a store key. Keys follow the file backend's rules so that a layout that
+    /// works on one backend works on the other.
+    fn s3_key(&self, key: &str) -> Result<String> {
+        let ok = !key.is_empty()
+            && !key.starts_with('/')
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !ok {
+            return Err(StoreError::BadUrl {
+                url: key.to_string(),
+                reason: "object keys are relative paths without `.` or `..` parts".into(),
+            });
+        }
+        Ok(self.join(key))
+    }
+
+    fn join(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// Where an object is, for error messages.
+    fn where_(&self, s3_key: &str) -> String {
+        format!("s3://{}/{s3_key}", self.bucket)
+    }
+
+    fn error<E>(&self, operation: &'static str, s3_key: &str, err: &SdkError<E>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        StoreError::S3 {
+            operation,
+            key: self.where_(s3_key),
+            message: describe(err),
+        }
+    }
+
+    async fn put_object(&self, key: &str, s3_key: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(s3_key)
+            .content_length(data.len() as i64)
+            .body(S3Body::from(data));
+        if mode == PutMode::IfAbsent {
+            request = request.if_none_match("*");
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // 412: the key exists. 409 ConditionalRequestConflict: a concurrent conditional
+            // write to the key is in flight and will win or has won; either way not ours.
+            // (An SDK retry of a create whose response was lost also lands here; the caller
+            // sees AlreadyExists for its own object, which is the safe side.)
+            Err(e)
+                if mode == PutMode::IfAbsent
+                    && (status(&e) == Some(412)
+                        || e.code() == Some("PreconditionFailed")
+                        || e.code() == Some("ConditionalRequestConflict")) =>
+            {
+                Err(StoreError::AlreadyExists {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(self.error("PutObject", s3_key, &e)),
+        }
+    }
+
+    async fn put_stream_inner(&self, key: &str, mut body: ByteStream) -> Result<u64> {
+        let s3_key = self.s3_key(key)?;
+        let first_size = part_size(self.first_part_size, 1);
+        let first = read_part(&mut body, first_size)
+            .await
+            .map_err(|e| StoreError::io(key, e))?;
+        if first.len() < first_size {
+            let n = first.len() as u64;
+            self.put_object(key, &s3_key, first, PutMode::Overwrite)
+                .await?;
+            return Ok(n);
+        }
+
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&s3_key)
+            .send()
+            .await
+            .map_err(|e| self.error("CreateMultipartUpload", &s3_key, &e))?;
+        let Some(upload_id) = created.upload_id() else {
+            return Err(StoreError::S3 {
+                operation: "CreateMultipartUpload",
+                key: self.where_(&s3_key),
+                message: "the response has no upload id".into(),
+            });
+        };
+        let mut pending = PendingUpload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: s3_key.clone(),
+            upload_id: upload_id.to_string(),
+            armed: true,
+        };
+        match self
+            .upload_parts(key, &s3_key, upload_id, first, &mut body)
+            .await
+        {
+            Ok(n) => {
+                pending.armed = false;
+                Ok(n)
+            }
+            Err(e) => {
+                pending.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Uploads `first` and the rest of `body` as parts and completes the upload.
+    async fn upload_parts(
+        &self,
+        key: &str,
+        s3_key: &str,
+        upload_id: &str,
+        first: Bytes,
+        body: &mut ByteStream,
+    ) -> Result<u64> {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut number = 1;
+        let mut current = first;
+        loop {
+            let next_size = part_size(self.first_part_size, number + 1);
+            // Upload this part while reading the next: two parts in memory at most.
+            let (e_tag, next) = tokio::try_join!(
+                self.upload_part(s3_key, upload_id, number, current.clone()),
+                async {
+                    read_part(body, next_size)
+                        .await
+                        .map_err(|e| StoreError::io(key, e))
+                },
+            )?;
+            total += current.len() as u64;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(e_tag)
+                    .build(),
+            );
+            if next.is_empty() {
+                break;
+            }
+            if number == MAX_PARTS {
+                return Err(StoreError::S3 {
+                    operation: "UploadPart",
+                    key: self.where_(s3_key),
+                    message: format!(
+                        "the stream is larger than {total} bytes, the most {MAX_PARTS} parts \
+                         starting at {} bytes hold; set a larger part size",
+                        self.first_part_size
+                    ),
+                });
+            }
+            number += 1;
+            current = next;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(s3_key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error("CompleteMultipartUpload", s3_key, &e))?;
+        Ok(total)
+    }
+
+    /// Uploads one part, retrying transient failures with exponential backoff; returns its ETag.
+    async fn upload_part(
+        &self,
+        s3_key: &str,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> Result<String> {
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(s3_key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(data.len() as i64)
+                .body(S3Body::from(data.clone()))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+                )
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    return out
+                        .e_tag()
+                        .map(str::to_string)
+                        .ok_or_else(|| StoreError::S3 {
+                            operation: "UploadPart",
+                            key: self.where_(s3_key),
+                            message: format!("the response for part {number} has no ETag"),
+                        });
+                }
+                Err(e) if attempt < PART_ATTEMPTS && is_transient(&e) => {
+                    tracing::warn!(
+                        key = %self.where_(s3_key),
+                        part = number,
+                        attempt,
+                        error = %describe(&e),
+                        "S3 part upload failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let mut err = self.error("UploadPart", s3_key, &e);
+                    if let StoreError::S3 { message, .. } = &mut err {
+                        *message = format!("part {number}, attempt {attempt}: {message}");
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn put_stream<'a>(&'a self, key: &'a str, body: ByteStream) -> BoxFut<'a, u64> {
+        Box::pin(self.put_stream_inner(key, body))
+    }
+
+    fn put_bytes<'a>(&'a self, key: &'a str, bytes: Vec<u8>, mode: PutMode) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let s3_key = self.s3_key(key)?;
+            self.put_object(key, &s3_key, Bytes::from(bytes), mode)
+                .await
+        })
+    }
+
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFut<'a, ByteStream> {
+        Box::pin(async move {
+            let s3_key = self.s3_key(key)?;
+            match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Box::pin(out.body.into_async_read()) as ByteStream),
+                Err(e)
+                    if e.as_service_error().is_some_and(|se| se.is_no_such_key())
+                        || e.code() == Some("NoSuchKey") =>
+                {
+                    Err(StoreError::NotFound {
+                        key: key.to_string(),
+                    })
+                }
+                Err(e) => Err(self.error("GetObject", &s3_key, &e)),
+            }
+        })
+    }
+
+    fn head<'a>(&'a self, key: &'a str) -> BoxFut<'a, Option<ObjectMeta>> {
+        Box::pin(async move {
+            let s3_key = self.s3_key(key)?;
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Some(ObjectMeta {
+                    key: key.to_string(),
+                    size: out.content_length().unwrap_or(0).max(0) as u64,
+                    modified: out.last_modified().and_then(to_chrono),
+                })),
+                // A HEAD response has no body, so a missing bucket also looks like this; the
+                // next write or read names the bucket in its error.
+                Err(e)
+                    if e.as_service_error().is_some_and(|se| se.is_not_found())
+                        || status(&e) == Some(404) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(self.error("HeadObject", &s3_key, &e)),
+            }
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Vec<ObjectMeta>> {
+        Box::pin(async move {
+            let full_prefix = if self.prefix.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{}/{prefix}", self.prefix)
+            };
+            let strip = if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            };
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.error("ListObjectsV2", &full_prefix, &e))?;
+                for object in page.contents() {
+                    let Some(key) = object.key().and_then(|k| k.strip_prefix(&strip)) else {
+                        continue;
+                    };
+                    out.push(ObjectMeta {
+                        key: key.to_string(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        modified: object.last_modified().and_then(to_chrono),
+                    });
+                }
+            }
+            // S3 lists in UTF-8 byte order already; other servers may not.
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let s3_key = self.s3_key(key)?;
+            match self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                // S3 answers 204 for a missing key; some compatible servers answer 404.
+                Err(e) if e.code() == Some("NoSuchKey") => Ok(()),
+                Err(e) => Err(self.error("DeleteObject", &s3_key, &e)),
+            }
+        })
+    }
+}
+
+/// A multipart upload that is aborted unless disarmed: explicitly with [`PendingUpload::abort`]
+/// on error, or from `Drop` (in the background) when the upload's future is dropped.
+struct PendingUpload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl PendingUpload {
+    fn request(
+        &self,
+    ) -> aws_sdk_s3::operation::abort_multipart_upload::builders::AbortMultipartUploadFluentBuilder
+    {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+    }
+
+    async fn abort(mut self) {
+        self.armed = false;
+        if let Err(e) = self.request().send().await {
+            // The caller gets the error that caused the abort; this one only leaves parts
+            // that a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes.
+            tracing::warn!(
+                key = %format!("s3://{}/{}", self.bucket, self.key),
+                upload_id = %self.upload_id,
+                error = %describe(&e),
+                "could not abort the S3 multipart upload"
+            );
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let request = self.request();
+            runtime.spawn(async move {
+                let _ = request.send().await;
+            });
+        }
+    }
+}
+
+/// The size of part `number` (1-based): the first size (at least 5 MiB), doubled after every
+/// 1,000 parts, at most 5 GiB. Parts 9,001-10,000 are 512 times the first, so 10,000 parts hold
+/// 1,023,000 first-size parts: 7.8 TiB at the 8 MiB default (more than S3's 5 TiB object
+/// limit) and 4.9 TiB at the 5 MiB minimum.
+fn part_size(first: usize, number: i32) -> usize {
+    let doublings = ((number.max(1) - 1) / PARTS_PER_SIZE).min(20) as u32;
+    let size = (first.max(MIN_PART_SIZE) as u64)
+        .saturating_mul(1 << doublings)
+        .min(MAX_PART_SIZE);
+    usize::try_from(size).unwrap_or(usize::MAX)
+}
+
+/// Reads until `size` bytes or the end of `body`; allocates exactly `size`.
+async fn read_part(body: &mut ByteStream, size: usize) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(size);
+    while buf.len() < size {
+        // `read_buf` fills only the spare capacity, so the buffer never grows past `size`.
+        if body.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn status<E>(err: &SdkError<E>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Connection failures, timeouts, throttling and server errors: what may succeed if tried again.
+fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => {
+            matches!(status(err), Some(408 | 429 | 500..=599))
+                || matches!(
+                    err.code(),
+                    Some("RequestTimeout" | "SlowDown" | "InternalError" | "ServiceUnavailable")
+                )
+        }
+        _ => false,
+    }
+}
+
+/// The service's code and message when it sent one, else the error's chain of causes
+/// (connection refused, timeout, unparsable response, ...). Neither contains credentials:
+/// requests are signed, not echoed. This is `DisplayErrorContext` without the `Debug` dump it
+/// appends, which holds the raw HTTP response (headers and body) and buries the cause.
+fn describe<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match (err, err.code()) {
+        (SdkError::ServiceError(_), Some(code)) => {
+            let mut out = code.to_string();
+            if let Some(message) = err.message() {
+                out.push_str(": ");
+                out.push_str(message);
+            }
+            if let Some(status) = status(err) {
+                out.push_str(&format!(" (HTTP {status})"));
+            }
+            out
+        }
+        _ => {
+            let mut out = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                out.push_str(": ");
+                out.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            out
+        }
+    }
+}
+
+fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_any_s3_object_fits() {
+        let total = |first: usize| -> u64 {
+            (1..=MAX_PARTS)
+                .map(|n| part_size(first, n) as u64)
+                .sum::<u64>()
+        };
+        let tib = 1u64 << 40;
+        assert!(
+            total(DEFAULT_PART_SIZE) >= 5 * tib,
+            "{}",
+            total(DEFAULT_PART_SIZE)
+        );
+        assert!(total(MIN_PART_SIZE) > 4 * tib);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 1), 8 * MIB);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 1000), 8 * MIB);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 1001), 16 * MIB);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 10_000), 4096 * MIB);
+        // Below the minimum is raised to it; nothing exceeds S3's largest part.
+        assert_eq!(part_size(MIB, 1), MIN_PART_SIZE);
+        assert_eq!(part_size(1 << 30, 10_000) as u64, MAX_PART_SIZE);
+    }
+
+    #[tokio::test]
+    async fn read_part_fills_exactly_and_stops_at_the_end() {
+        let data: Vec<u8> = (0..25u8).collect();
+        let mut body: ByteStream = Box::pin(std::io::Cursor::new(data));
+        assert_eq!(read_part(&mut body, 10).await.unwrap().len(), 10);
+        assert_eq!(read_part(&mut body, 10).await.unwrap().len(), 10);
+        assert_eq!(
+            &read_part(&mut body, 10).await.unwrap()[..],
+            &[20, 21, 22, 23, 24]
+        );
+        assert!(read_part(&mut body, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn urls_and_keys() {
+        let options = StoreOptions {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("eu-west-1".into()),
+            part_size: None,
+        };
+        let store = S3Store::open("bucket/some/prefix/", &options)
+            .await
+            .unwrap();
+        assert_eq!(store.url(), "s3://bucket/some/prefix");
+        assert_eq!(store.s3_key("a/b").unwrap(), "some/prefix/a/b");
+        for key in ["", "/x", "a/../b", "a//b", "."] {
+            assert!(store.s3_key(key).is_err(), "{key}");
+        }
+        let bare = S3Store::open("bucket", &options).await.unwrap();
+        assert_eq!(bare.url(), "s3://bucket");
+        assert_eq!(bare.s3_key("a").unwrap(), "a");
+        for rest in ["", "/prefix", "key:secret@bucket/x", "b/a/../c"] {
+            assert!(
+                matches!(
+                    S3Store::open(rest, &options).await,
+                    Err(StoreError::BadUrl { .. })
+                ),
+                "{rest}"
+            );
+        }
+        let Err(StoreError::BadUrl { url, .. }) =
+            S3Store::open("key:secret@bucket/x", &options).await
+        else {
+            unreachable!()
+        };
+        assert!(!url.contains("secret"), "{url}");
+    }
+}

@@ -1,0 +1,5 @@
+//! ferry-store's integration tests: the S3 backend against real servers on loopback.
+
+mod body;
+mod s3;
+mod servers;
