@@ -26,6 +26,7 @@ macro_rules! per_engine {
 
 mod adopt;
 mod backup;
+mod backup_s3;
 mod cli;
 mod concurrency;
 mod engines;

@@ -251,6 +251,13 @@ impl S3Store {
                 },
             )?;
             total += current.len() as u64;
+            tracing::debug!(
+                key,
+                part = number,
+                bytes = current.len(),
+                total,
+                "uploaded part"
+            );
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)

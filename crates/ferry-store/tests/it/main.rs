@@ -2,4 +2,3 @@
 
 mod body;
 mod s3;
-mod servers;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ferry_store::{PutMode, StoreError};
 
 use crate::body::{Body, MIB, expected_sha256, sha256_of};
-use crate::servers::{Kind, Server};
+use ferry_testkit::s3::{Kind, Server};
 
 const BUCKET: &str = "ferry-it";
 
@@ -138,7 +138,7 @@ async fn round_trip(kind: Kind) {
             && text.contains("NoSuchBucket"),
         "{text}"
     );
-    assert!(!text.contains(crate::servers::SECRET_KEY), "{text}");
+    assert!(!text.contains(ferry_testkit::s3::SECRET_KEY), "{text}");
 }
 
 #[tokio::test]

@@ -1,0 +1,300 @@
+//! Real databases for tests, and the `ferry` binary against them.
+//!
+//! Each test gets its own database (PostgreSQL, MySQL/MariaDB) or file (SQLite), dropped when
+//! the [`TestDb`] is. Servers come from `FERRY_TEST_PG_URL` and `FERRY_TEST_MYSQL_URL` (defaults:
+//! the local servers of DEVELOPERS.md). A server that cannot be reached fails the test under
+//! `CI=true`, with a message saying how to start it; elsewhere the test says loudly that it was
+//! skipped. It never passes silently.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::{AnyConnection, AssertSqlSafe, Connection};
+
+pub const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const MYSQL_DEFAULT: &str = "mysql://root@127.0.0.1:3306/mysql";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Sqlite, Kind::Postgres, Kind::MySql];
+}
+
+/// A database of one's own for one test.
+pub struct TestDb {
+    pub kind: Kind,
+    /// The URL ferry is given.
+    pub url: String,
+    admin_url: String,
+    name: String,
+    /// A scratch directory (SQLite file, migrations, config) that lives as long as the database.
+    pub dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn server_url(kind: Kind) -> (String, &'static str, &'static str) {
+    match kind {
+        Kind::Postgres => (
+            std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| PG_DEFAULT.into()),
+            "FERRY_TEST_PG_URL",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        ),
+        Kind::MySql => (
+            std::env::var("FERRY_TEST_MYSQL_URL").unwrap_or_else(|_| MYSQL_DEFAULT.into()),
+            "FERRY_TEST_MYSQL_URL",
+            "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+        ),
+        Kind::Sqlite => (String::new(), "", ""),
+    }
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+pub async fn admin(url: &str) -> Result<AnyConnection, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    AnyConnection::connect(url).await
+}
+
+impl TestDb {
+    /// A fresh database, or `None` (after a loud note) when the server is unreachable outside CI.
+    pub async fn new(kind: Kind) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ferry_t_{}_{}_{}", std::process::id(), n, nanos());
+        if kind == Kind::Sqlite {
+            // mode=rwc: the harness may open the file before ferry has created it.
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+            return Some(TestDb {
+                kind,
+                url,
+                admin_url: String::new(),
+                name,
+                dir,
+            });
+        }
+        let (admin_url, var, start) = server_url(kind);
+        let mut conn = match admin(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!(
+                    "cannot reach the {kind:?} test server at {admin_url} ({e}); start it with `{start}` \
+                     or point {var} at one"
+                );
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("{msg}");
+                }
+                eprintln!("SKIPPED (no server): {msg}");
+                return None;
+            }
+        };
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        Some(TestDb {
+            kind,
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+            dir,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A connection to this test's database.
+    pub async fn connect(&self) -> AnyConnection {
+        admin(&self.url).await.expect("connect to test database")
+    }
+
+    /// Runs SQL on this test's database (setup and checks).
+    pub async fn exec(&self, sql: &str) {
+        let mut c = self.connect().await;
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = c.close().await;
+    }
+
+    /// Whether a table exists in this test's database.
+    pub async fn has_table(&self, table: &str) -> bool {
+        let sql = match self.kind {
+            Kind::Sqlite => {
+                format!("SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='{table}'")
+            }
+            Kind::Postgres => format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{table}'"
+            ),
+            Kind::MySql => format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '{table}'"
+            ),
+        };
+        let mut c = self.connect().await;
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut c)
+            .await
+            .expect("count tables");
+        let _ = c.close().await;
+        n > 0
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.kind == Kind::Sqlite {
+            return;
+        }
+        let (admin_url, name, kind) = (self.admin_url.clone(), self.name.clone(), self.kind);
+        // Drop runs inside the test's runtime; a thread with its own runtime avoids nesting.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut c = admin(&admin_url).await.ok()?;
+                let sql = match kind {
+                    Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    _ => format!("DROP DATABASE IF EXISTS {name}"),
+                };
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// The `ferry` binary under test: `FERRY_BIN` (to test an installed or release build), else the
+/// one cargo builds with this crate's tests.
+pub fn ferry_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERRY_BIN") {
+        return PathBuf::from(p);
+    }
+    // Cargo builds a package's binaries before running its integration tests, and puts them one
+    // directory above the test executable (target/<profile>/ vs target/<profile>/deps/).
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(format!("ferry-under-test{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "no binary at {}: run the tests with `cargo test`",
+        bin.display()
+    );
+    bin
+}
+
+/// A `ferry` command running in `dir`, with a clean environment for ferry's own variables.
+pub fn ferry(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(ferry_bin());
+    cmd.current_dir(dir);
+    for var in [
+        "DATABASE_URL",
+        "FERRY_CONFIG",
+        "FERRY_ENV",
+        "FERRY_MIGRATIONS",
+        "FERRY_OUTPUT",
+        "FERRY_LOCK_TIMEOUT",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// The outcome of one ferry run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// stdout as one JSON document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Panics with the whole output unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `ferry args...` in `dir`.
+pub fn run(dir: &Path, args: &[&str]) -> Outcome {
+    let out = ferry(dir).args(args).output().expect("run ferry");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes a native-layout migration pair into `dir/migrations` (creating it); `down` may be empty.
+pub fn write_migration(dir: &Path, version: i64, name: &str, up: &str, down: &str) {
+    let m = dir.join("migrations");
+    std::fs::create_dir_all(&m).expect("mkdir migrations");
+    std::fs::write(m.join(format!("{version}_{name}.up.sql")), up).expect("write up");
+    if !down.is_empty() {
+        std::fs::write(m.join(format!("{version}_{name}.down.sql")), down).expect("write down");
+    }
+}
+
+/// The repository's own example migrations.
+pub fn example_migrations() -> PathBuf {
+    repo_root().join("migrations")
+}
+
+/// The migrate fixtures committed under crates/ferry-migrate/tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root()
+        .join("crates/ferry-migrate/tests/fixtures")
+        .join(name)
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
