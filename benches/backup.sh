@@ -53,7 +53,7 @@ timed() { # timed NAME CMD... ; prints seconds, records peak RSS (KiB) in $WORK/
   local name=$1; shift
   local start end
   start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$WORK/$name.rss" "$@"
+  /usr/bin/time -f "%M" -o "$WORK/$name.rss" "$@" > "$WORK/$name.out"
   end=$(date +%s.%N)
   echo "$end - $start" | bc
 }

@@ -338,6 +338,15 @@ pub(crate) fn with_database(url: &DatabaseUrl, name: &str) -> Result<DatabaseUrl
         .map_err(|e| BackupError::Internal(format!("scratch URL: {e}")))
 }
 
+/// Wraps a sqlx error with the (redacted) database and what ferry was doing.
+pub(crate) fn db(
+    url: &DatabaseUrl,
+    doing: &'static str,
+) -> impl FnOnce(sqlx::Error) -> BackupError + use<> {
+    let url = url.redacted();
+    move |source| BackupError::Database { url, doing, source }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -329,27 +329,28 @@ impl Backups {
         Ok(m)
     }
 
+    /// The stored data object of a backup, as a stream.
+    async fn get_object(&self, manifest: &Manifest) -> Result<ferry_store::ByteStream> {
+        match self.store.get_stream(&data_key(&manifest.id)).await {
+            Ok(s) => Ok(s),
+            Err(ferry_store::StoreError::NotFound { .. }) => Err(BackupError::Corrupt {
+                id: manifest.id.clone(),
+                reason: "its data object data.gz is missing".into(),
+            }),
+            Err(e) => Err(BackupError::store(format!(
+                "reading backup {}",
+                manifest.id
+            ))(e)),
+        }
+    }
+
     async fn open_decoded(
         &self,
         manifest: &Manifest,
         phase: Phase,
         progress: &Arc<dyn Progress>,
     ) -> Result<RestoreInput> {
-        let object = match self.store.get_stream(&data_key(&manifest.id)).await {
-            Ok(s) => s,
-            Err(ferry_store::StoreError::NotFound { .. }) => {
-                return Err(BackupError::Corrupt {
-                    id: manifest.id.clone(),
-                    reason: "its data object data.gz is missing".into(),
-                });
-            }
-            Err(e) => {
-                return Err(BackupError::store(format!(
-                    "reading backup {}",
-                    manifest.id
-                ))(e));
-            }
-        };
+        let object = self.get_object(manifest).await?;
         let observer = progress.clone();
         let (stream, verified) = pipeline::decode(object, manifest, observer, phase);
         Ok(RestoreInput { stream, verified })
@@ -434,7 +435,17 @@ impl Backups {
         let started = Instant::now();
         let m = self.show(id).await?;
         check_engine(&m, target)?;
-        self.verify_manifest(&m, progress).await?;
+        // Before the target is touched: PostgreSQL and SQLite restores re-check everything
+        // while streaming and only commit (or rename) once that check passed, so a checksum of
+        // the stored object suffices up front. MySQL's restore cannot be rolled back, so there
+        // the whole object is decompressed and checked first.
+        match target.engine() {
+            Engine::MySql => self.verify_manifest(&m, progress).await?,
+            Engine::Postgres | Engine::Sqlite => {
+                let object = self.get_object(&m).await?;
+                pipeline::checksum(object, &m, &**progress).await?;
+            }
+        }
         let engine = self.engine(target.engine());
         let input = self.open_decoded(&m, Phase::Restore, progress).await?;
         engine.restore(&m.id, target, input).await?;

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
     BoxFut, ConnParts, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch,
-    clean_stderr, collect_stderr, parse_version, spawn_dump, with_database,
+    clean_stderr, collect_stderr, db, parse_version, spawn_dump, with_database,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -29,11 +29,6 @@ const PACKAGE: &str = "mariadb-client";
 
 pub(crate) struct MySql {
     pub tools: ToolSearch,
-}
-
-fn db(url: &DatabaseUrl, doing: &'static str) -> impl FnOnce(sqlx::Error) -> BackupError {
-    let url = url.redacted();
-    move |source| BackupError::Database { url, doing, source }
 }
 
 async fn connect(url: &DatabaseUrl) -> Result<MySqlConnection> {

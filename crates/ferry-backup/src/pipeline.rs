@@ -256,6 +256,8 @@ impl<R: Read> Read for HashingReader<R> {
 /// Streams a stored object through SHA-256 and gunzip, checking it against `manifest`. Returns
 /// the decompressed bytes (which fail with an error instead of ending when the object does not
 /// match) and a future that resolves once the check passed.
+///
+/// See also [`checksum`], the cheaper pass that reads the object without decompressing it.
 pub(crate) fn decode(
     object: ByteStream,
     manifest: &Manifest,
@@ -348,6 +350,51 @@ pub(crate) fn decode(
             .map_err(|e| BackupError::Internal(format!("decompressor: {e}")))?
     });
     (stream, verified)
+}
+
+/// Reads the stored object once, without decompressing it, and checks its size and SHA-256
+/// against the manifest. A flipped or missing byte anywhere fails here.
+pub(crate) async fn checksum(
+    mut object: ByteStream,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let corrupt = |reason: String| BackupError::Corrupt {
+        id: manifest.id.clone(),
+        reason,
+    };
+    let mut meter = Meter::new(progress, Phase::Verify, Some(manifest.compressed_bytes));
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = object
+            .read(&mut buf)
+            .await
+            .map_err(|e| corrupt(format!("reading it failed ({e})")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        count += n as u64;
+        meter.tick(count, false);
+    }
+    meter.tick(count, true);
+    if count != manifest.compressed_bytes {
+        return Err(corrupt(format!(
+            "its data object has {count} bytes, its manifest records {}",
+            manifest.compressed_bytes
+        )));
+    }
+    let sha = hex::encode(hasher.finalize());
+    if sha != manifest.sha256 {
+        return Err(corrupt(format!(
+            "its SHA-256 is {sha}, its manifest records {}",
+            manifest.sha256
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
     BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch, clean_stderr,
-    collect_stderr, parse_version, spawn_dump, with_database,
+    collect_stderr, db, parse_version, spawn_dump, with_database,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -42,11 +42,6 @@ const PACKAGE: &str = "postgresql-client";
 
 pub(crate) struct Postgres {
     pub tools: ToolSearch,
-}
-
-fn db(url: &DatabaseUrl, doing: &'static str) -> impl FnOnce(sqlx::Error) -> BackupError {
-    let url = url.redacted();
-    move |source| BackupError::Database { url, doing, source }
 }
 
 async fn connect(url: &DatabaseUrl) -> Result<PgConnection> {

@@ -18,16 +18,11 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqliteConnection};
 use tokio::io::AsyncWriteExt;
 
-use crate::engine::{BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo};
+use crate::engine::{BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, db};
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
 
 pub(crate) struct Sqlite;
-
-fn db(url: &DatabaseUrl, doing: &'static str) -> impl FnOnce(sqlx::Error) -> BackupError {
-    let url = url.redacted();
-    move |source| BackupError::Database { url, doing, source }
-}
 
 async fn open_file(path: &Path, url: &DatabaseUrl, read_only: bool) -> Result<SqliteConnection> {
     SqliteConnectOptions::new()

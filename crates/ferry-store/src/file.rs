@@ -27,17 +27,7 @@ impl FileStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let ok = !key.is_empty()
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..");
-        if !ok {
-            return Err(StoreError::BadUrl {
-                url: key.to_string(),
-                reason: "object keys are relative paths without `.` or `..` parts".into(),
-            });
-        }
+        crate::check_key(key)?;
         Ok(self.root.join(key))
     }
 

@@ -93,6 +93,24 @@ pub trait ObjectStore: Send + Sync {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFut<'a, ()>;
 }
 
+/// Checks that `key` is a relative `/`-separated path without empty, `.` or `..` parts, the same
+/// rule on every backend, so a layout that works on one works on the other.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadUrl {
+            url: key.to_string(),
+            reason: "object keys are relative paths without `.` or `..` parts".into(),
+        })
+    }
+}
+
 /// Opens the store a URL names: `file:///abs/path` (or a plain path) or `s3://bucket/prefix`.
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
     if let Some(rest) = url.strip_prefix("s3://") {

@@ -107,17 +107,7 @@ impl S3Store {
     /// The S3 key of a store key. Keys follow the file backend's rules so that a layout that
     /// works on one backend works on the other.
     fn s3_key(&self, key: &str) -> Result<String> {
-        let ok = !key.is_empty()
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..");
-        if !ok {
-            return Err(StoreError::BadUrl {
-                url: key.to_string(),
-                reason: "object keys are relative paths without `.` or `..` parts".into(),
-            });
-        }
+        crate::check_key(key)?;
         Ok(self.join(key))
     }
 

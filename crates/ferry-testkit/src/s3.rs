@@ -152,6 +152,12 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        // `free_port` finds a port and releases it; until the server has bound it, another test
+        // thread could be handed the same one and end up talking to this server. Holding one
+        // lock from choosing the port until the server listens closes that window (test
+        // binaries run one at a time, so a process-wide lock is enough).
+        static SPAWNING: Mutex<()> = Mutex::new(());
+        let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
