@@ -30,4 +30,5 @@ mod backup_s3;
 mod cli;
 mod concurrency;
 mod engines;
+mod promote;
 mod snapshots;

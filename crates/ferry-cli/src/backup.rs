@@ -1,13 +1,11 @@
 //! `ferry backup ...`: resolves the database and the store, calls `ferry_backup`, renders.
 
-use std::sync::Arc;
-
 use ferry_backup::{Backups, Manifest, PrunePolicy};
-use ferry_core::{DatabaseUrl, Settings};
+use ferry_core::DatabaseUrl;
 
 use crate::opt::{BackupCommand, GlobalOpts};
 use crate::output::{Printer, byte_progress, table};
-use crate::{CliError, exit, settings};
+use crate::{CliError, exit, open_store, settings};
 
 pub async fn run(
     cmd: BackupCommand,
@@ -146,18 +144,6 @@ pub async fn run(
         }
     }
     Ok(exit::OK)
-}
-
-async fn open_store(settings: &Settings) -> Result<Arc<dyn ferry_store::ObjectStore>, CliError> {
-    // Environment beats the file: AWS_ENDPOINT_URL over [store] endpoint.
-    let options = ferry_store::StoreOptions {
-        endpoint: std::env::var("AWS_ENDPOINT_URL")
-            .ok()
-            .or_else(|| settings.store_endpoint.clone()),
-        region: settings.store_region.clone(),
-        part_size: None,
-    };
-    Ok(ferry_store::open(&settings.store_url(), &options).await?)
 }
 
 fn human_bytes(n: u64) -> String {

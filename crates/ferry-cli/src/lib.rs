@@ -14,6 +14,7 @@ mod backup;
 mod migrate;
 pub mod opt;
 mod output;
+mod promote;
 
 use opt::{Cli, Command, GlobalOpts};
 use output::Printer;
@@ -39,6 +40,8 @@ pub enum CliError {
     Backup(#[from] ferry_backup::BackupError),
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
+    #[error(transparent)]
+    Promote(#[from] ferry_promote::PromoteError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A destructive step was not confirmed at the terminal.
@@ -60,6 +63,27 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
             | ferry_store::StoreError::Io { .. }
             | ferry_store::StoreError::S3 { .. } => (exit::FAILED, "store"),
         },
+        CliError::Promote(e) => {
+            use ferry_promote::PromoteError as P;
+            match e {
+                P::BadReference { .. }
+                | P::UnknownEnv { .. }
+                | P::BadEnvConfig { .. }
+                | P::UnsupportedLocation { .. }
+                | P::NotFound { .. }
+                | P::Io { .. }
+                | P::Invalid(_) => (exit::INVALID, "invalid_input"),
+                P::VersionTaken { .. } => (exit::REFUSED, "version_taken"),
+                P::NotLiveInRequired { .. } => (exit::REFUSED, "not_live_in_required"),
+                P::BadInRequired { .. } => (exit::REFUSED, "bad_in_required"),
+                P::Frozen { .. } => (exit::REFUSED, "frozen"),
+                P::Tampered { .. } => (exit::REFUSED, "tampered"),
+                P::RollbackToBad { .. } => (exit::REFUSED, "rollback_to_bad"),
+                P::NothingToRollBack(_) => (exit::REFUSED, "nothing_to_roll_back"),
+                P::Conflict { .. } => (exit::FAILED, "conflict"),
+                P::BadRecord { .. } | P::Store { .. } => (exit::FAILED, "store"),
+            }
+        }
         CliError::Backup(e) => {
             use ferry_backup::BackupError as B;
             match e {
@@ -161,6 +185,10 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
     match cli.command {
         Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
         Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
+        cmd @ (Command::Artifact(_)
+        | Command::Promote { .. }
+        | Command::Releases
+        | Command::Rollback { .. }) => promote::run(cmd, &cli.global, printer).await,
     }
 }
 
@@ -178,4 +206,22 @@ pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
     Ok(ferry_core::config::resolve(&over, &|k| {
         std::env::var(k).ok()
     })?)
+}
+
+/// How to reach stores: `AWS_ENDPOINT_URL` (environment) beats `[store] endpoint` (file).
+pub(crate) fn store_options(settings: &Settings) -> ferry_store::StoreOptions {
+    ferry_store::StoreOptions {
+        endpoint: std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .or_else(|| settings.store_endpoint.clone()),
+        region: settings.store_region.clone(),
+        part_size: None,
+    }
+}
+
+/// The store of the settings: `--store`/`FERRY_STORE`, `[store] url`, or `.ferry/`.
+pub(crate) async fn open_store(
+    settings: &Settings,
+) -> Result<std::sync::Arc<dyn ferry_store::ObjectStore>, CliError> {
+    Ok(ferry_store::open(&settings.store_url(), &store_options(settings)).await?)
 }

@@ -12,7 +12,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 /// 2 invalid input (usage, config, migration files); 3 refused by a safety check
 /// (checksum drift, irreversible step, failed migration, unconfirmed destructive step).
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, max_term_width = 100)]
+#[command(name = "ferry", bin_name = "ferry", version, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOpts,
@@ -82,6 +82,59 @@ pub enum Command {
     /// Take, check and restore compressed, checksummed database backups
     #[command(subcommand)]
     Backup(BackupCommand),
+
+    /// Store immutable artifacts by their SHA-256 digest, and clean up old ones
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+
+    /// Make an artifact live in an environment (--to), without rebuilding it
+    Promote {
+        /// NAME@sha256:<hex>, sha256:<hex>, or NAME@VERSION (resolved to its digest once)
+        reference: String,
+        /// The environment ([env.NAME] in ferry.toml)
+        #[arg(long, value_name = "ENV")]
+        to: String,
+        /// Why, recorded in the history
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Promote during a freeze window; needs --reason, which is recorded
+        #[arg(long)]
+        override_freeze: bool,
+    },
+
+    /// Show what is live in an environment (--env), what was before, and the history
+    Releases,
+
+    /// Make the previous (or a chosen) release of an environment (--env) live again
+    Rollback {
+        /// A release's sequence number, a digest (sha256:<hex>) or a version
+        #[arg(long, value_name = "SEQ|DIGEST|VERSION")]
+        to: Option<String>,
+        /// Why, recorded in the history
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Store a file under its digest; prints NAME@sha256:<hex>
+    Push {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+    },
+
+    /// Remove artifacts no environment's last N releases refer to; without --yes only lists
+    Gc {
+        /// How many of each environment's newest releases keep their artifacts
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

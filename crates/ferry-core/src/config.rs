@@ -60,6 +60,26 @@ pub struct EnvSection {
     pub artifacts: Option<String>,
     /// The environment a release must have been live in first.
     pub requires: Option<String>,
+    /// When promotions to this environment are refused (unless overridden with a reason).
+    /// Absent: no freeze, except for an environment named `production` or `prod`, which
+    /// defaults to no deploys on Friday, Saturday and Sunday (UTC). `freeze = []` means never.
+    pub freeze: Option<Vec<FreezeWindow>>,
+}
+
+/// One freeze window, e.g. `{ days = ["fri"], from = "18:00", to = "06:00", tz = "Europe/Berlin" }`.
+/// Parsed and checked by `ferry-promote`; kept as text here so the core has no time-zone data.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeWindow {
+    /// Weekdays on which the window starts: `mon` … `sun` (full names also accepted).
+    pub days: Vec<String>,
+    /// Local start time `HH:MM` (default `00:00`).
+    pub from: Option<String>,
+    /// Local end time `HH:MM`, up to `24:00` (default `24:00`); earlier than `from` means the
+    /// window runs past midnight into the next day.
+    pub to: Option<String>,
+    /// IANA time zone (`Europe/Berlin`), `UTC` (the default) or a fixed offset (`+01:00`).
+    pub tz: Option<String>,
 }
 
 /// What the command line (flags merged with their environment variables) says.

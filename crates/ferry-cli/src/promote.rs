@@ -1,0 +1,207 @@
+//! `ferry artifact ...`, `ferry promote`, `ferry releases`, `ferry rollback`: resolves the
+//! central store and the environments from `ferry.toml`, calls `ferry_promote`, renders.
+
+use chrono::{DateTime, Utc};
+use ferry_core::{CoreError, Settings};
+use ferry_promote::{
+    GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, Release, Releases,
+    RollbackRequest,
+};
+
+use crate::opt::{ArtifactCommand, Command, GlobalOpts};
+use crate::output::{Printer, table};
+use crate::{CliError, exit, open_store, settings, store_options};
+
+pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {
+    let settings = settings(global)?;
+    let promoter = Promoter::from_config(
+        open_store(&settings).await?,
+        &settings.file,
+        store_options(&settings),
+    )?;
+    let now = now()?;
+    let actor = ferry_core::actor::actor(&|k| std::env::var(k).ok());
+    match cmd {
+        Command::Artifact(ArtifactCommand::Push {
+            path,
+            name,
+            version,
+        }) => {
+            let report = promoter
+                .push(PushRequest {
+                    path,
+                    name,
+                    version,
+                    actor,
+                    now,
+                })
+                .await?;
+            printer.emit(&report, |r| {
+                if r.stored {
+                    r.reference.clone()
+                } else {
+                    format!("{} (already stored; nothing new)", r.reference)
+                }
+            });
+        }
+        Command::Artifact(ArtifactCommand::Gc { keep, yes }) => {
+            let report = promoter.gc(GcRequest::new(keep, !yes, now)).await?;
+            printer.emit(&report, |r| {
+                let verb = if r.dry_run { "would remove" } else { "removed" };
+                let mut s = format!(
+                    "kept {} artifact(s) that the last {} release(s) of each environment need\n",
+                    r.kept.len(),
+                    r.keep
+                );
+                for x in &r.removed {
+                    s.push_str(&format!(
+                        "{verb} {} from {} ({} bytes)\n",
+                        x.digest, x.location, x.size
+                    ));
+                }
+                if r.dry_run && !r.removed.is_empty() {
+                    s.push_str("nothing was removed: pass --yes to remove\n");
+                }
+                s
+            });
+        }
+        Command::Promote {
+            reference,
+            to,
+            reason,
+            override_freeze,
+        } => {
+            let report = promoter
+                .promote(PromoteRequest {
+                    reference,
+                    to,
+                    reason,
+                    override_freeze,
+                    actor,
+                    now,
+                })
+                .await?;
+            printer.emit(&report, |r| report_text("promoted", r));
+        }
+        Command::Releases => {
+            let env = require_env(&settings)?;
+            let releases = promoter.releases(&env).await?;
+            printer.emit(&releases, releases_text);
+        }
+        Command::Rollback { to, reason } => {
+            let env = require_env(&settings)?;
+            let to = to.map(|t| t.parse()).transpose()?;
+            let report = promoter
+                .rollback(RollbackRequest {
+                    env,
+                    to,
+                    reason,
+                    actor,
+                    now,
+                })
+                .await?;
+            printer.emit(&report, |r| report_text("rolled back", r));
+        }
+        Command::Migrate(_) | Command::Backup(_) => unreachable!("dispatched elsewhere"),
+    }
+    Ok(exit::OK)
+}
+
+/// `FERRY_NOW` (RFC 3339) pins the clock, so freeze windows can be tested; else the real time.
+fn now() -> Result<DateTime<Utc>, CliError> {
+    match std::env::var("FERRY_NOW") {
+        Ok(text) if !text.is_empty() => DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                CliError::Core(CoreError::BadValue {
+                    what: "FERRY_NOW".into(),
+                    value: text,
+                    reason: format!("{e}; expected RFC 3339, e.g. 2026-11-24T10:00:00Z"),
+                })
+            }),
+        _ => Ok(Utc::now()),
+    }
+}
+
+fn require_env(settings: &Settings) -> Result<String, CliError> {
+    settings.env.clone().ok_or_else(|| {
+        CliError::Core(CoreError::BadValue {
+            what: "--env".into(),
+            value: String::new(),
+            reason:
+                "name the environment with --env NAME (or FERRY_ENV, or default_env in ferry.toml)"
+                    .into(),
+        })
+    })
+}
+
+fn report_text(done: &str, r: &PromoteReport) -> String {
+    if !r.changed {
+        return format!(
+            "{}@{} is already live in {} (release {}); nothing recorded",
+            r.release.name, r.release.digest, r.env, r.release.seq
+        );
+    }
+    format!(
+        "{done} {}{} @ {} in {} (release {}), previously {}",
+        r.release.name,
+        r.release
+            .version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
+        r.release.digest,
+        r.env,
+        r.release.seq,
+        r.previous
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "nothing".into())
+    )
+}
+
+fn releases_text(r: &Releases) -> String {
+    let one = |x: &Option<Release>| {
+        x.as_ref()
+            .map(|x| {
+                format!(
+                    "{} {} {} (release {})",
+                    x.name,
+                    x.version.as_deref().unwrap_or("-"),
+                    x.digest,
+                    x.seq
+                )
+            })
+            .unwrap_or_else(|| "nothing".into())
+    };
+    let mut s = format!(
+        "environment: {}\nlive:        {}\nprevious:    {}\n\n",
+        r.env,
+        one(&r.live),
+        one(&r.previous)
+    );
+    let rows: Vec<Vec<String>> = r
+        .history
+        .iter()
+        .map(|x| {
+            vec![
+                x.seq.to_string(),
+                format!("{:?}", x.action).to_lowercase(),
+                format!("{:?}", x.status).to_lowercase(),
+                x.name.clone(),
+                x.version.clone().unwrap_or_default(),
+                x.digest.to_string().chars().take(19).collect(),
+                x.at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                x.actor.clone(),
+                x.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    s.push_str(&table(
+        &[
+            "SEQ", "ACTION", "STATUS", "NAME", "VERSION", "DIGEST", "AT", "ACTOR", "REASON",
+        ],
+        &rows,
+    ));
+    s
+}

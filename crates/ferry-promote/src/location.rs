@@ -1,0 +1,232 @@
+//! Where an environment's artifacts live: the [`ArtifactLocation`] seam and its object-store
+//! implementation. An OCI registry will be a second implementation (`oci://…`); the promotion
+//! algorithm in `lib.rs` only speaks this trait.
+//!
+//! Never: complete an object whose bytes do not match its digest. Every write goes through a
+//! verifying stream that fails at its end on a mismatch, so the store never commits it.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use ferry_store::{ByteStream, ObjectStore, StoreError, StoreOptions};
+
+use crate::digest::{Digest, Verifying};
+use crate::error::{PromoteError, Result};
+
+/// Where blobs live in every store: `artifacts/sha256/<hex>`, the same in the central store and
+/// in environment stores, so an environment whose location is the central store shares its
+/// objects and a promotion there copies nothing.
+pub const BLOB_PREFIX: &str = "artifacts/sha256/";
+
+pub(crate) fn blob_key(digest: &Digest) -> String {
+    format!("{BLOB_PREFIX}{}", digest.hex())
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyOutcome {
+    /// Bytes written to the destination (0 when it already had the artifact).
+    pub bytes_copied: u64,
+    /// Bytes read and hashed to check the digest.
+    pub bytes_verified: u64,
+}
+
+/// The future every [`ArtifactLocation`] method returns.
+pub type LocFut<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
+/// A place that holds artifacts by digest.
+pub trait ArtifactLocation: Send + Sync + Any {
+    /// Its URL, for messages and reports (no secrets in it).
+    fn url(&self) -> String;
+
+    /// The artifact's size when present.
+    fn size<'a>(&'a self, digest: &'a Digest) -> LocFut<'a, Option<u64>>;
+
+    /// Reads the artifact's bytes (unverified: callers hash them).
+    fn read<'a>(&'a self, digest: &'a Digest) -> LocFut<'a, ByteStream>;
+
+    /// Stores `body` as `digest`; the object appears only if the body ends without error.
+    /// `body` is already a verifying stream (see [`copy_verified`]).
+    fn write<'a>(&'a self, digest: &'a Digest, body: ByteStream) -> LocFut<'a, u64>;
+
+    /// Every artifact here, with its size.
+    fn list(&self) -> LocFut<'_, Vec<(Digest, u64)>>;
+
+    /// Removes the artifact; removing an absent one is not an error.
+    fn delete<'a>(&'a self, digest: &'a Digest) -> LocFut<'a, ()>;
+
+    /// Copies the artifact to `dest`, checking that the bytes match `digest`. The default
+    /// streams through ferry; a backend may override it with a server-side copy (S3
+    /// `CopyObject` within one endpoint, an OCI blob mount) that still proves the digest.
+    fn copy_to<'a>(
+        &'a self,
+        digest: &'a Digest,
+        dest: &'a dyn ArtifactLocation,
+    ) -> LocFut<'a, CopyOutcome> {
+        Box::pin(copy_verified(self, digest, dest))
+    }
+}
+
+/// Streams `digest` from `src` to `dest` through a verifying reader: on a mismatch the
+/// destination never completes the object and the error is [`PromoteError::Tampered`].
+pub async fn copy_verified<S: ArtifactLocation + ?Sized>(
+    src: &S,
+    digest: &Digest,
+    dest: &dyn ArtifactLocation,
+) -> Result<CopyOutcome> {
+    let body = src.read(digest).await?;
+    let (verifying, outcome) = Verifying::new(body, Some(*digest));
+    let written = dest.write(digest, Box::pin(verifying)).await;
+    match (written, outcome.get()) {
+        (_, Some((actual, _))) if actual != *digest => Err(PromoteError::Tampered {
+            digest: *digest,
+            location: src.url(),
+            actual,
+        }),
+        (Ok(n), _) => Ok(CopyOutcome {
+            bytes_copied: n,
+            bytes_verified: n,
+        }),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Reads the whole artifact at `loc` and checks its digest.
+pub async fn verify_at(loc: &dyn ArtifactLocation, digest: &Digest) -> Result<u64> {
+    let body = loc.read(digest).await?;
+    let (mut verifying, outcome) = Verifying::new(body, None);
+    tokio::io::copy(&mut verifying, &mut tokio::io::sink())
+        .await
+        .map_err(|e| PromoteError::Store {
+            context: format!("reading artifact {digest} at {}", loc.url()),
+            source: StoreError::io(&blob_key(digest), e),
+        })?;
+    match outcome.get() {
+        Some((actual, n)) if actual == *digest => Ok(n),
+        Some((actual, _)) => Err(PromoteError::Tampered {
+            digest: *digest,
+            location: loc.url(),
+            actual,
+        }),
+        None => Err(PromoteError::Store {
+            context: format!("reading artifact {digest} at {}", loc.url()),
+            source: StoreError::io(
+                &blob_key(digest),
+                std::io::Error::other("the stream ended without an end"),
+            ),
+        }),
+    }
+}
+
+/// Artifacts in an [`ObjectStore`] (a directory or an S3 bucket and prefix).
+pub struct StoreLocation {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl StoreLocation {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        StoreLocation { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}
+
+impl ArtifactLocation for StoreLocation {
+    fn url(&self) -> String {
+        self.store.url()
+    }
+
+    fn size<'a>(&'a self, digest: &'a Digest) -> LocFut<'a, Option<u64>> {
+        Box::pin(async move {
+            let key = blob_key(digest);
+            let meta = self
+                .store
+                .head(&key)
+                .await
+                .map_err(PromoteError::store(format!(
+                    "looking for {digest} in {}",
+                    self.url()
+                )))?;
+            Ok(meta.map(|m| m.size))
+        })
+    }
+
+    fn read<'a>(&'a self, digest: &'a Digest) -> LocFut<'a, ByteStream> {
+        Box::pin(async move {
+            let key = blob_key(digest);
+            self.store.get_stream(&key).await.map_err(|e| match e {
+                StoreError::NotFound { .. } => PromoteError::NotFound {
+                    what: format!("artifact {digest} is not in {}", self.url()),
+                },
+                e => PromoteError::store(format!("reading {digest} from {}", self.url()))(e),
+            })
+        })
+    }
+
+    fn write<'a>(&'a self, digest: &'a Digest, body: ByteStream) -> LocFut<'a, u64> {
+        Box::pin(async move {
+            let key = blob_key(digest);
+            self.store
+                .put_stream(&key, body)
+                .await
+                .map_err(PromoteError::store(format!(
+                    "writing {digest} to {}",
+                    self.url()
+                )))
+        })
+    }
+
+    fn list(&self) -> LocFut<'_, Vec<(Digest, u64)>> {
+        Box::pin(async move {
+            let objects = self
+                .store
+                .list(BLOB_PREFIX)
+                .await
+                .map_err(PromoteError::store(format!(
+                    "listing artifacts in {}",
+                    self.url()
+                )))?;
+            // Anything under the prefix that is not a digest (a stray file) is not ours to touch.
+            Ok(objects
+                .into_iter()
+                .filter_map(|m| {
+                    let hex = m.key.strip_prefix(BLOB_PREFIX)?;
+                    let digest = format!("sha256:{hex}").parse().ok()?;
+                    Some((digest, m.size))
+                })
+                .collect())
+        })
+    }
+
+    fn delete<'a>(&'a self, digest: &'a Digest) -> LocFut<'a, ()> {
+        Box::pin(async move {
+            self.store
+                .delete(&blob_key(digest))
+                .await
+                .map_err(PromoteError::store(format!(
+                    "deleting {digest} from {}",
+                    self.url()
+                )))
+        })
+    }
+}
+
+/// Opens the location a URL names: a store URL (`file://…`, `s3://…`, a plain path) now;
+/// `oci://` registries are refused until their implementation lands.
+pub async fn open_location(url: &str, options: &StoreOptions) -> Result<Arc<dyn ArtifactLocation>> {
+    if url.starts_with("oci://") {
+        return Err(PromoteError::UnsupportedLocation {
+            url: url.to_string(),
+            reason: "OCI registries are not supported yet; use a file:// or s3:// store".into(),
+        });
+    }
+    let store = ferry_store::open(url, options)
+        .await
+        .map_err(PromoteError::store(format!(
+            "opening artifact location {url}"
+        )))?;
+    Ok(Arc::new(StoreLocation::new(store)))
+}
