@@ -28,6 +28,7 @@ mod adopt;
 mod backup;
 mod backup_s3;
 mod cli;
+mod compat;
 mod concurrency;
 mod engines;
 mod promote;

@@ -11,6 +11,7 @@ use ferry_core::{CoreError, Overrides, Settings};
 use ferry_migrate::MigrateError;
 
 mod backup;
+mod compat;
 mod migrate;
 pub mod opt;
 mod output;
@@ -42,6 +43,8 @@ pub enum CliError {
     Store(#[from] ferry_store::StoreError),
     #[error(transparent)]
     Promote(#[from] ferry_promote::PromoteError),
+    #[error(transparent)]
+    Compat(#[from] ferry_compat::CompatError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A destructive step was not confirmed at the terminal.
@@ -51,7 +54,6 @@ pub enum CliError {
 
 /// Maps every error to its documented exit code and a stable kind for JSON output.
 pub fn exit_code(err: &CliError) -> (u8, &'static str) {
-    use MigrateError as M;
     match err {
         CliError::Core(_) => (exit::INVALID, "invalid_config"),
         CliError::Io(_) => (exit::FAILED, "io"),
@@ -104,21 +106,31 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
                 }
             }
         }
-        CliError::Migrate(e) => match e {
-            M::Source(_) => (exit::INVALID, "invalid_migrations"),
-            M::Config(_) => (exit::INVALID, "invalid_config"),
-            M::NoSuchMigration { .. } | M::Invalid(_) | M::Adopt { .. } => {
-                (exit::INVALID, "invalid_input")
-            }
-            M::Drift { .. } => (exit::REFUSED, "checksum_drift"),
-            M::FailedPresent { .. } => (exit::REFUSED, "failed_migration"),
-            M::OutOfOrder { .. } => (exit::REFUSED, "out_of_order"),
-            M::Irreversible { .. } => (exit::REFUSED, "irreversible"),
-            M::Connect { .. } => (exit::FAILED, "connect"),
-            M::LockTimeout { .. } => (exit::FAILED, "lock_timeout"),
-            M::Execute { .. } => (exit::FAILED, "migration_failed"),
-            M::Database { .. } => (exit::FAILED, "database"),
+        CliError::Migrate(e) => migrate_code(e),
+        CliError::Compat(e) => match e {
+            ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
+            ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
+            ferry_compat::CompatError::Migrate(e) => migrate_code(e),
         },
+    }
+}
+
+fn migrate_code(e: &MigrateError) -> (u8, &'static str) {
+    use MigrateError as M;
+    match e {
+        M::Source(_) => (exit::INVALID, "invalid_migrations"),
+        M::Config(_) => (exit::INVALID, "invalid_config"),
+        M::NoSuchMigration { .. } | M::Invalid(_) | M::Adopt { .. } => {
+            (exit::INVALID, "invalid_input")
+        }
+        M::Drift { .. } => (exit::REFUSED, "checksum_drift"),
+        M::FailedPresent { .. } => (exit::REFUSED, "failed_migration"),
+        M::OutOfOrder { .. } => (exit::REFUSED, "out_of_order"),
+        M::Irreversible { .. } => (exit::REFUSED, "irreversible"),
+        M::Connect { .. } => (exit::FAILED, "connect"),
+        M::LockTimeout { .. } => (exit::FAILED, "lock_timeout"),
+        M::Execute { .. } => (exit::FAILED, "migration_failed"),
+        M::Database { .. } => (exit::FAILED, "database"),
     }
 }
 
@@ -185,6 +197,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
     match cli.command {
         Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
         Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
+        Command::Compat(cmd) => compat::run(cmd, &cli.global, printer).await,
         cmd @ (Command::Artifact(_)
         | Command::Promote { .. }
         | Command::Releases

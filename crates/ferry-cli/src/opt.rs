@@ -83,6 +83,10 @@ pub enum Command {
     #[command(subcommand)]
     Backup(BackupCommand),
 
+    /// Prove migrations keep the previous app version working, and that each down reverses its up
+    #[command(subcommand)]
+    Compat(CompatCommand),
+
     /// Store immutable artifacts by their SHA-256 digest, and clean up old ones
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -113,6 +117,23 @@ pub enum Command {
         /// Why, recorded in the history
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CompatCommand {
+    /// Check pending migrations (or those above --from): static analysis of their SQL, then a
+    /// proof in a shadow database that ferry creates and drops (exit 3 when anything breaking)
+    Check {
+        /// Check every migration above VERSION [default: those pending on the configured database]
+        #[arg(long, value_name = "VERSION")]
+        from: Option<i64>,
+        /// Server for the shadow database [default: the configured database's server]
+        #[arg(long, value_name = "URL")]
+        shadow_url: Option<String>,
+        /// Also fail on locking and data-loss findings, and on irreversible migrations
+        #[arg(long)]
+        strict: bool,
     },
 }
 

@@ -102,7 +102,9 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
                 .await?;
             printer.emit(&report, |r| report_text("rolled back", r));
         }
-        Command::Migrate(_) | Command::Backup(_) => unreachable!("dispatched elsewhere"),
+        Command::Migrate(_) | Command::Backup(_) | Command::Compat(_) => {
+            unreachable!("dispatched elsewhere")
+        }
     }
     Ok(exit::OK)
 }

@@ -1,0 +1,64 @@
+//! MySQL/MariaDB's `information_schema` as a snapshot, and temporary shadow databases. Every
+//! value is cast to CHAR: information_schema columns are BLOB-typed on some versions.
+
+use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
+
+use super::Snapshot;
+
+const QUERIES: &[&str] = &[
+    "SELECT CAST(CONCAT('table ', TABLE_NAME) AS CHAR), CAST('' AS CHAR) FROM information_schema.TABLES
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME <> 'ferry_migrations'",
+    "SELECT CAST(CONCAT('sequence ', TABLE_NAME) AS CHAR), CAST('' AS CHAR) FROM information_schema.TABLES
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'SEQUENCE'",
+    // MariaDB writes a nullable column without a default as the string NULL.
+    "SELECT CAST(CONCAT('column ', TABLE_NAME, '.', COLUMN_NAME) AS CHAR),
+            CAST(CONCAT(COLUMN_TYPE, '|', IF(IS_NULLABLE = 'NO', 'NOT NULL', ''), '|',
+                 IF(COLUMN_DEFAULT IS NULL OR COLUMN_DEFAULT = 'NULL', '', COLUMN_DEFAULT)) AS CHAR)
+     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> 'ferry_migrations'",
+    "SELECT CAST(CONCAT('index ', TABLE_NAME, '.', INDEX_NAME) AS CHAR),
+            CAST(CONCAT(IF(MAX(NON_UNIQUE) = 0, 'UNIQUE ', ''), GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)) AS CHAR)
+     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> 'ferry_migrations'
+     GROUP BY TABLE_NAME, INDEX_NAME",
+    "SELECT CAST(CONCAT('constraint ', TABLE_NAME, '.', CONSTRAINT_NAME) AS CHAR), CAST(CONSTRAINT_TYPE AS CHAR)
+     FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME <> 'ferry_migrations'",
+    "SELECT CAST(CONCAT('foreign key ', TABLE_NAME, '.', CONSTRAINT_NAME) AS CHAR),
+            CAST(CONCAT(REFERENCED_TABLE_NAME, ' ON UPDATE ', UPDATE_RULE, ' ON DELETE ', DELETE_RULE) AS CHAR)
+     FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
+    "SELECT CAST(CONCAT('check ', CONSTRAINT_NAME) AS CHAR), CAST(CHECK_CLAUSE AS CHAR)
+     FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
+    "SELECT CAST(CONCAT('view ', TABLE_NAME) AS CHAR), CAST(VIEW_DEFINITION AS CHAR)
+     FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE()",
+    "SELECT CAST(CONCAT('function ', ROUTINE_NAME) AS CHAR),
+            CAST(CONCAT(ROUTINE_TYPE, ' ', COALESCE(DTD_IDENTIFIER, ''), ' ', COALESCE(ROUTINE_DEFINITION, '')) AS CHAR)
+     FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()",
+    "SELECT CAST(CONCAT('trigger ', EVENT_OBJECT_TABLE, '.', TRIGGER_NAME) AS CHAR),
+            CAST(CONCAT(ACTION_TIMING, ' ', EVENT_MANIPULATION, ' ', ACTION_STATEMENT) AS CHAR)
+     FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()",
+];
+
+pub async fn snapshot(url: &str) -> Result<Snapshot, sqlx::Error> {
+    let mut conn = MySqlConnection::connect(url).await?;
+    let mut snap = Snapshot::default();
+    for q in QUERIES {
+        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut conn).await?;
+        snap.0.extend(rows);
+    }
+    conn.close().await?;
+    Ok(snap)
+}
+
+pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let mut conn = MySqlConnection::connect(admin_url).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}
+
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let mut conn = MySqlConnection::connect(admin_url).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}

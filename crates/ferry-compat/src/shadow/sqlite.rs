@@ -1,0 +1,38 @@
+//! SQLite's catalog as a snapshot. Table text is not compared (a rebuilt table is written
+//! differently but may be the same table); its columns and foreign keys are.
+
+use std::str::FromStr;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
+
+use super::Snapshot;
+
+const QUERIES: &[&str] = &[
+    "SELECT 'table ' || name, '' FROM sqlite_master
+     WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'ferry_migrations'",
+    "SELECT type || ' ' || name, COALESCE(sql, '') FROM sqlite_master
+     WHERE type IN ('index', 'view', 'trigger') AND name NOT LIKE 'sqlite_%' AND tbl_name <> 'ferry_migrations'",
+    "SELECT 'column ' || m.name || '.' || p.name,
+            p.type || '|' || CASE WHEN p.\"notnull\" THEN 'NOT NULL' ELSE '' END || '|' || COALESCE(p.dflt_value, '')
+     FROM sqlite_master m JOIN pragma_table_info(m.name) p
+     WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' AND m.name <> 'ferry_migrations'",
+    "SELECT 'constraint ' || m.name || '.fk_' || f.\"from\", 'REFERENCES ' || f.\"table\" || '(' || COALESCE(f.\"to\", '') || ')'
+     FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f
+     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+];
+
+pub async fn snapshot(url: &str) -> Result<Snapshot, sqlx::Error> {
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::from_str(url)?).await?;
+    let mut snap = Snapshot::default();
+    for q in QUERIES {
+        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut conn).await?;
+        for (k, v) in rows {
+            // Whitespace in stored DDL text is not a difference.
+            snap.0
+                .insert(k, v.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    conn.close().await?;
+    Ok(snap)
+}
