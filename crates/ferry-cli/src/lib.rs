@@ -61,6 +61,10 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
         CliError::Store(e) => match e {
             ferry_store::StoreError::BadUrl { .. } => (exit::INVALID, "invalid_config"),
             ferry_store::StoreError::NotFound { .. } => (exit::INVALID, "not_found"),
+            // Bytes that do not match their checksum: refused, as a tampered artifact is.
+            ferry_store::StoreError::ChecksumMismatch { .. } => {
+                (exit::REFUSED, "checksum_mismatch")
+            }
             ferry_store::StoreError::AlreadyExists { .. }
             | ferry_store::StoreError::Io { .. }
             | ferry_store::StoreError::S3 { .. } => (exit::FAILED, "store"),

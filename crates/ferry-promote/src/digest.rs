@@ -24,6 +24,10 @@ impl Digest {
     }
 
     /// The lowercase hex of the hash, without the `sha256:` prefix.
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }

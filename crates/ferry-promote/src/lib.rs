@@ -219,8 +219,13 @@ pub struct PromoteReport {
     pub location: String,
     /// Where the artifact was copied from (null when it was already in place).
     pub source: Option<String>,
+    /// Payload bytes that passed through ferry (0 for a server-side copy).
     pub bytes_copied: u64,
+    /// Bytes ferry read to check the digest (0 when the server proved it).
     pub bytes_verified: u64,
+    /// True when the artifact was copied server-side (one filesystem, one S3 endpoint, one
+    /// registry), without its bytes passing through ferry.
+    pub server_side: bool,
 }
 
 impl Plan {
@@ -263,6 +268,7 @@ impl Plan {
             source: self.source,
             bytes_copied: self.transfer.bytes_copied,
             bytes_verified: self.transfer.bytes_verified,
+            server_side: self.transfer.server_side,
         })
     }
 }
@@ -510,6 +516,7 @@ impl Promoter {
                 source: None,
                 bytes_copied: 0,
                 bytes_verified: 0,
+                server_side: false,
             }));
         }
 
@@ -593,6 +600,7 @@ impl Promoter {
                 CopyOutcome {
                     bytes_copied: 0,
                     bytes_verified: n,
+                    server_side: false,
                 },
             ));
         }

@@ -25,10 +25,14 @@ pub(crate) fn blob_key(digest: &Digest) -> String {
 /// What a copy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyOutcome {
-    /// Bytes written to the destination (0 when it already had the artifact).
+    /// Payload bytes that passed through ferry on their way to the destination: 0 when it
+    /// already had the artifact or the copy was server-side.
     pub bytes_copied: u64,
-    /// Bytes read and hashed to check the digest.
+    /// Bytes ferry read and hashed to check the digest (0 when the server proved it).
     pub bytes_verified: u64,
+    /// True when the bytes went from source to destination without passing through ferry
+    /// (a kernel copy on one filesystem, S3 `CopyObject`, a registry blob mount).
+    pub server_side: bool,
 }
 
 /// The future every [`ArtifactLocation`] method returns.
@@ -87,6 +91,7 @@ pub async fn copy_verified<S: ArtifactLocation + ?Sized>(
         (Ok(n), _) => Ok(CopyOutcome {
             bytes_copied: n,
             bytes_verified: n,
+            server_side: false,
         }),
         (Err(e), _) => Err(e),
     }
@@ -210,6 +215,52 @@ impl ArtifactLocation for StoreLocation {
                     "deleting {digest} from {}",
                     self.url()
                 )))
+        })
+    }
+
+    /// Server-side when the destination is a store the same server holds (one filesystem,
+    /// one S3 endpoint): the store proves the copy's SHA-256 before the object appears.
+    /// Otherwise the bytes stream through ferry's verifying reader.
+    fn copy_to<'a>(
+        &'a self,
+        digest: &'a Digest,
+        dest: &'a dyn ArtifactLocation,
+    ) -> LocFut<'a, CopyOutcome> {
+        Box::pin(async move {
+            let dest_any: &dyn Any = dest;
+            let Some(dest_store) = dest_any.downcast_ref::<StoreLocation>() else {
+                return copy_verified(self, digest, dest).await;
+            };
+            let key = blob_key(digest);
+            let copied = self
+                .store
+                .copy_verified(&key, dest_store.store.as_ref(), &key, digest.bytes())
+                .await;
+            match copied {
+                Ok(Some(copy)) => {
+                    tracing::info!(%digest, from = %self.url(), to = %dest.url(), size = copy.size,
+                        bytes_read = copy.bytes_read, "server-side copy");
+                    Ok(CopyOutcome {
+                        bytes_copied: 0,
+                        bytes_verified: copy.bytes_read,
+                        server_side: true,
+                    })
+                }
+                Ok(None) => copy_verified(self, digest, dest).await,
+                Err(StoreError::ChecksumMismatch { actual, .. }) => Err(PromoteError::Tampered {
+                    digest: *digest,
+                    location: self.url(),
+                    actual: format!("sha256:{actual}").parse().unwrap_or(*digest),
+                }),
+                Err(StoreError::NotFound { .. }) => Err(PromoteError::NotFound {
+                    what: format!("artifact {digest} is not in {}", self.url()),
+                }),
+                Err(e) => Err(PromoteError::store(format!(
+                    "copying {digest} from {} to {}",
+                    self.url(),
+                    dest.url()
+                ))(e)),
+            }
         })
     }
 }

@@ -14,6 +14,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the copy of {key} has SHA-256 {actual}, not the expected {expected}; the source object's bytes changed since they were stored, so nothing was copied"
+    )]
+    ChecksumMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
     #[error("S3 {operation} on {key} failed: {message}")]
     S3 {
         operation: &'static str,

@@ -11,6 +11,7 @@
 //! Key decision: one narrow trait, [`ObjectStore`], with keys as `/`-separated relative paths;
 //! callers (backup, promote) own their key layout and never see which backend they talk to.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +44,17 @@ pub enum PutMode {
     Overwrite,
     /// Fail with [`StoreError::AlreadyExists`] when the key exists, atomically.
     IfAbsent,
+}
+
+/// What a server-side copy ([`ObjectStore::copy_verified`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerCopy {
+    /// The object's size.
+    pub size: u64,
+    /// Bytes ferry read back to check the SHA-256: 0 when the server computed it (S3
+    /// `CopyObject` with a SHA-256 checksum), the size when the copy had to be re-read (a
+    /// local filesystem, an S3-compatible server without copy checksums).
+    pub bytes_read: u64,
 }
 
 /// How to reach a store, besides its URL.
@@ -91,7 +103,36 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object; removing an absent one is not an error.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFut<'a, ()>;
+
+    /// Copies `src_key` of this store to `dest_key` of `dest` without the bytes passing through
+    /// ferry, when one server can do it (both on one filesystem, both buckets behind one S3
+    /// endpoint), and makes the copy visible at `dest_key` only once its SHA-256 is `sha256`;
+    /// on a mismatch the error is [`StoreError::ChecksumMismatch`] and nothing is left at
+    /// `dest_key`. `Ok(None)`: there is no server-side route between the two stores (different
+    /// backends or endpoints, or the server refused a cross-bucket copy); the caller streams.
+    fn copy_verified<'a>(
+        &'a self,
+        src_key: &'a str,
+        dest: &'a dyn ObjectStore,
+        dest_key: &'a str,
+        sha256: [u8; 32],
+    ) -> BoxFut<'a, Option<ServerCopy>> {
+        let _ = (src_key, dest, dest_key, sha256);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// For [`ObjectStore::copy_verified`]: whether `dest` is a store of the same kind.
+    fn as_any(&self) -> &dyn Any;
 }
+
+/// Hex of a SHA-256, for messages.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The marker in temporary keys (file names on disk, staging objects on S3); `list` never
+/// returns keys that contain it.
+pub(crate) const PARTIAL: &str = ".ferry-partial-";
 
 /// Checks that `key` is a relative `/`-separated path without empty, `.` or `..` parts, the same
 /// rule on every backend, so a layout that works on one works on the other.

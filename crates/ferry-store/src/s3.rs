@@ -19,19 +19,20 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    BoxFut, ByteStream, ObjectMeta, ObjectStore, PutMode, Result, StoreError, StoreOptions,
+    BoxFut, ByteStream, ObjectMeta, ObjectStore, PARTIAL, PutMode, Result, ServerCopy, StoreError,
+    StoreOptions,
 };
 
 const MIB: usize = 1024 * 1024;
 /// S3's smallest part, except the last one.
 const MIN_PART_SIZE: usize = 5 * MIB;
-/// S3's largest part.
+/// S3's largest part, and its largest `CopyObject`.
 const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const DEFAULT_PART_SIZE: usize = 8 * MIB;
 /// S3's limit on the number of parts of one upload.
@@ -49,6 +50,9 @@ pub struct S3Store {
     /// Without leading or trailing `/`; may be empty.
     prefix: String,
     first_part_size: usize,
+    /// Which S3 service the client talks to (endpoint override or AWS region): two stores
+    /// with the same one can copy between their buckets server-side.
+    service: String,
 }
 
 impl S3Store {
@@ -93,7 +97,16 @@ impl S3Store {
         } else if shared.endpoint_url().is_some() || env_s3_endpoint.is_some() {
             config = config.force_path_style(true);
         }
+        let service = match (&options.endpoint, &env_s3_endpoint, shared.endpoint_url()) {
+            (Some(e), _, _) | (None, Some(e), _) => e.clone(),
+            (None, None, Some(e)) => e.to_string(),
+            (None, None, None) => format!(
+                "aws:{}",
+                shared.region().map(|r| r.as_ref()).unwrap_or("us-east-1")
+            ),
+        };
         Ok(Self {
+            service,
             client: Client::from_conf(config.build()),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
@@ -361,6 +374,123 @@ impl ObjectStore for S3Store {
         Box::pin(self.put_stream_inner(key, body))
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn copy_verified<'a>(
+        &'a self,
+        src_key: &'a str,
+        dest: &'a dyn ObjectStore,
+        dest_key: &'a str,
+        sha256: [u8; 32],
+    ) -> BoxFut<'a, Option<ServerCopy>> {
+        Box::pin(async move {
+            let Some(dest) = dest.as_any().downcast_ref::<S3Store>() else {
+                return Ok(None);
+            };
+            if dest.service != self.service {
+                return Ok(None);
+            }
+            let size = match self.head(src_key).await? {
+                Some(meta) => meta.size,
+                None => {
+                    return Err(StoreError::NotFound {
+                        key: src_key.to_string(),
+                    });
+                }
+            };
+            // Above 5 GiB a copy takes several UploadPartCopy requests, and S3 then has no
+            // full-object SHA-256 to prove the bytes with: stream instead.
+            if size > MAX_PART_SIZE {
+                return Ok(None);
+            }
+            let src_s3 = self.s3_key(src_key)?;
+            let staging_key = format!("{dest_key}{PARTIAL}{:016x}", rand::random::<u64>());
+            let staging = dest.s3_key(&staging_key)?;
+            // The copy lands at a staging key first: S3 reports the copy's checksum only
+            // after the object exists, and a wrong object must never appear at `dest_key`.
+            let copied = self
+                .client
+                .copy_object()
+                .copy_source(copy_source(&self.bucket, &src_s3))
+                .bucket(&dest.bucket)
+                .key(&staging)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .send()
+                .await;
+            let out = match copied {
+                Ok(out) => out,
+                // Buckets in different accounts or with policies that refuse the copy: the
+                // streamed copy still works with the two sets of permissions.
+                Err(e) if status(&e) == Some(403) || e.code() == Some("AccessDenied") => {
+                    tracing::info!(from = %self.where_(&src_s3), to = %dest.where_(&staging),
+                        error = %describe(&e), "server-side copy refused; streaming instead");
+                    return Ok(None);
+                }
+                Err(e)
+                    if e.code() == Some("NoSuchKey")
+                        || e.as_service_error()
+                            .is_some_and(|se| se.meta().code() == Some("NoSuchKey")) =>
+                {
+                    return Err(StoreError::NotFound {
+                        key: src_key.to_string(),
+                    });
+                }
+                Err(e) => return Err(self.error("CopyObject", &src_s3, &e)),
+            };
+            let result = async {
+                let server_sum = out
+                    .copy_object_result()
+                    .and_then(|r| r.checksum_sha256())
+                    .filter(|sum| !sum.contains('-'));
+                let (actual, bytes_read) = match server_sum {
+                    Some(sum) => {
+                        let raw =
+                            aws_smithy_types::base64::decode(sum).map_err(|e| StoreError::S3 {
+                                operation: "CopyObject",
+                                key: dest.where_(&staging),
+                                message: format!("the server sent an unreadable checksum: {e}"),
+                            })?;
+                        (raw, 0)
+                    }
+                    // A server that computes no copy checksum (s3s-fs, older MinIO): read the
+                    // copy back and hash it.
+                    None => {
+                        let mut body = dest.get_stream(&staging_key).await?;
+                        let (sum, n) = hash_stream(&mut body)
+                            .await
+                            .map_err(|e| StoreError::io(&staging_key, e))?;
+                        (sum.to_vec(), n)
+                    }
+                };
+                if actual != sha256 {
+                    return Err(StoreError::ChecksumMismatch {
+                        key: self.where_(&src_s3),
+                        expected: crate::hex(&sha256),
+                        actual: crate::hex(&actual),
+                    });
+                }
+                let dest_s3 = dest.s3_key(dest_key)?;
+                dest.client
+                    .copy_object()
+                    .copy_source(copy_source(&dest.bucket, &staging))
+                    .bucket(&dest.bucket)
+                    .key(&dest_s3)
+                    .send()
+                    .await
+                    .map_err(|e| dest.error("CopyObject", &dest_s3, &e))?;
+                Ok(ServerCopy { size, bytes_read })
+            }
+            .await;
+            if let Err(e) = dest.delete(&staging_key).await {
+                tracing::warn!(key = %dest.where_(&staging), error = %e,
+                    "could not remove the staging copy; `ferry` never lists it, delete it by hand");
+            }
+            result.map(Some)
+        })
+    }
+
     fn put_bytes<'a>(&'a self, key: &'a str, bytes: Vec<u8>, mode: PutMode) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let s3_key = self.s3_key(key)?;
@@ -449,6 +579,9 @@ impl ObjectStore for S3Store {
                     let Some(key) = object.key().and_then(|k| k.strip_prefix(&strip)) else {
                         continue;
                     };
+                    if key.contains(PARTIAL) {
+                        continue;
+                    }
                     out.push(ObjectMeta {
                         key: key.to_string(),
                         size: object.size().unwrap_or(0).max(0) as u64,
@@ -530,6 +663,34 @@ impl Drop for PendingUpload {
                 let _ = request.send().await;
             });
         }
+    }
+}
+
+/// `x-amz-copy-source`: the bucket and the URL-encoded key.
+fn copy_source(bucket: &str, s3_key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in s3_key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn hash_stream(body: &mut ByteStream) -> std::io::Result<([u8; 32], u64)> {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let read = body.read(&mut buf).await?;
+        if read == 0 {
+            return Ok((hasher.finalize().into(), n));
+        }
+        hasher.update(&buf[..read]);
+        n += read as u64;
     }
 }
 

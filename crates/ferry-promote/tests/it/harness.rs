@@ -33,6 +33,9 @@ pub struct Setup {
     pub production_url: String,
     pub options: StoreOptions,
     pub dir: tempfile::TempDir,
+    /// Whether the server computes the SHA-256 of a server-side copy itself (moto, as AWS S3
+    /// does), so that ferry reads nothing back.
+    pub server_checksums: bool,
     _server: Option<Server>,
 }
 
@@ -46,6 +49,7 @@ impl Setup {
             staging_url: url("envs/staging"),
             production_url: url("prod-artifacts"),
             options: StoreOptions::default(),
+            server_checksums: false,
             _server: None,
             dir,
         }
@@ -62,6 +66,7 @@ impl Setup {
             production_url: "s3://prod-artifacts/app".into(),
             options: server.options(None),
             dir: tempfile::tempdir().expect("temporary directory"),
+            server_checksums: kind == Kind::Moto,
             _server: Some(server),
         })
     }

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Promotion benchmark (run by hand, not a test).
+
+Promotes one artifact of SIZE_MB (default 1024) MiB between two locations held by one server and
+compares it, in the same run, with what a user would do instead: download the artifact and
+upload it again. For each contender it reports the wall time and the bytes that went through it:
+
+  io      read + write bytes of the process (rchar/wchar from /proc: files and sockets alike),
+  lo      bytes that crossed the loopback interface while it ran (the network traffic).
+
+Cases (each skipped with a note when its server is not installed):
+  file    two directories on one filesystem:  ferry promote  vs  cat (read + write)  vs  cp
+  moto    two buckets of one moto server (computes copy checksums, as AWS S3 does)
+  s3s-fs  two buckets of one s3s-fs server (no copy checksums: ferry re-reads the copy)
+  oci     two repositories of one registry (docker-registry): ferry promote (blob mount)
+          vs  a download and an upload of the image's blobs through the registry API
+
+Issue 5's target: promoting within one store or registry moves no payload bytes through ferry.
+Results go to benches/results/promote-<time>.json.
+
+    SIZE_MB=1024 python3 benches/promote.py
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE_MB = int(os.environ.get("SIZE_MB", "1024"))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/ferry-target"))
+FERRY = os.path.join(TARGET, "release", "ferry")
+ACCESS, SECRET = "ferrybenchaccess", "ferrybenchsecret"
+
+
+def proc_io():
+    fields = {}
+    with open("/proc/self/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            fields[k] = int(v)
+    return fields["rchar"] + fields["wchar"]
+
+
+def lo_bytes():
+    with open("/sys/class/net/lo/statistics/rx_bytes") as f:
+        return int(f.read())
+
+
+def measure(name, argv, env=None, cwd=None):
+    """Runs argv; the I/O of reaped children is added to ours, so the delta is the child's."""
+    io0, lo0, t0 = proc_io(), lo_bytes(), time.monotonic()
+    out = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
+    t1, lo1, io1 = time.monotonic(), lo_bytes(), proc_io()
+    if out.returncode != 0:
+        sys.exit(f"{name} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    row = {"contender": name, "seconds": round(t1 - t0, 3), "io_bytes": io1 - io0, "lo_bytes": lo1 - lo0}
+    try:
+        row["json"] = json.loads(out.stdout)
+    except ValueError:
+        pass
+    return row
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+def write_artifact(path):
+    # Random bytes, so that no layer of the stack can compress or deduplicate them.
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(SIZE_MB):
+            chunk = os.urandom(1 << 20)
+            h.update(chunk)
+            f.write(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def ferry_env(extra=None):
+    env = dict(os.environ, FERRY_NOW="2026-11-18T10:00:00Z", NO_COLOR="1")
+    env.update(extra or {})
+    return env
+
+
+def write_config(work, central, dev_location):
+    path = os.path.join(work, "ferry.toml")
+    with open(path, "w") as f:
+        f.write(f'[store]\nurl = "{central}"\n\n[env.dev]\nartifacts = "{dev_location}"\nfreeze = []\n')
+    return path
+
+
+def promote_case(name, work, artifact, central, dev, env, baseline):
+    """Pushes `artifact` to `central`, then measures `ferry promote` to `dev` and the baseline."""
+    config = write_config(work, central, dev)
+    base = [FERRY, "--config", config, "--output", "json"]
+    push = subprocess.run(base + ["artifact", "push", artifact, "--name", "bench", "--version", name],
+                          env=env, capture_output=True, text=True)
+    if push.returncode != 0:
+        sys.exit(f"push failed:\n{push.stderr}")
+    ferry = measure(f"ferry promote ({name})", base + ["promote", f"bench@{name}", "--to", "dev"], env=env)
+    rows = [ferry] + [measure(label, argv, env=env) for label, argv in baseline]
+    j = ferry.get("json", {})
+    for key in ("bytes_copied", "bytes_verified", "server_side"):
+        ferry[key] = j.get(key)
+    return rows
+
+
+def file_case(work, artifact, digest):
+    central, dev = os.path.join(work, "central"), os.path.join(work, "dev")
+    hexd = digest.split(":")[1]
+    src = os.path.join(central, "artifacts", "sha256", hexd)
+    os.makedirs(os.path.join(work, "copies"), exist_ok=True)
+    baseline = [
+        ("cat src > dest (read + write)", ["sh", "-c", f'cat "{src}" > "{work}/copies/cat"']),
+        ("cp src dest", ["cp", src, f"{work}/copies/cp"]),
+    ]
+    return promote_case("file", work, artifact, f"file://{central}", f"file://{dev}", ferry_env(), baseline)
+
+
+def s3_server(kind, work):
+    port = free_port()
+    log = open(os.path.join(work, f"{kind}.log"), "w")
+    if kind == "moto":
+        exe = shutil.which("moto_server")
+        if not exe:
+            return None, None, "moto_server not installed (pip install 'moto[server]>=5.2.5')"
+        argv = [exe, "-H", "127.0.0.1", "-p", str(port)]
+    else:
+        exe = shutil.which("s3s-fs") or os.path.expanduser("~/.cargo/bin/s3s-fs")
+        if not os.path.exists(exe):
+            return None, None, "s3s-fs not installed (cargo install s3s-fs@0.14.1 --locked --features binary)"
+        data = os.path.join(work, "s3data")
+        os.makedirs(data)
+        argv = [exe, "--host", "127.0.0.1", "--port", str(port), "--access-key", ACCESS, "--secret-key", SECRET, data]
+    proc = subprocess.Popen(argv, stdout=log, stderr=log)
+    wait_port(port, proc, kind)
+    return proc, f"http://127.0.0.1:{port}", None
+
+
+BOTO_COPY = """
+import boto3, sys, tempfile
+s3 = boto3.client("s3")
+with tempfile.TemporaryFile() as f:
+    s3.download_fileobj(sys.argv[1], sys.argv[2], f)
+    f.seek(0)
+    s3.upload_fileobj(f, sys.argv[3], sys.argv[4])
+"""
+
+
+def s3_case(kind, work, artifact, digest):
+    proc, endpoint, why = s3_server(kind, work)
+    if proc is None:
+        return None, why
+    try:
+        env = ferry_env({"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET,
+                         "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
+        for bucket in ("central", "dev", "copies"):
+            subprocess.run([sys.executable, "-c",
+                            f"import boto3; boto3.client('s3').create_bucket(Bucket='{bucket}')"],
+                           env=env, check=True)
+        hexd = digest.split(":")[1]
+        baseline = [("download + upload (boto3)",
+                     [sys.executable, "-c", BOTO_COPY, "central", f"ferry/artifacts/sha256/{hexd}", "copies", "x"])]
+        return promote_case(kind, work, artifact, "s3://central/ferry", "s3://dev/app", env, baseline), None
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    if not os.path.exists("/sys/class/net/lo/statistics/rx_bytes"):
+        sys.exit("needs Linux (/proc/self/io and /sys/class/net/lo)")
+    print("== building ferry (release)", flush=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferry-cli"], cwd=ROOT, check=True)
+    results, notes = {}, []
+    with tempfile.TemporaryDirectory(prefix="ferry-bench-promote.") as work:
+        artifact = os.path.join(work, "artifact.bin")
+        print(f"== writing a {SIZE_MB} MiB artifact", flush=True)
+        digest = write_artifact(artifact)
+        cases = [("file", lambda w: (file_case(w, artifact, digest), None))]
+        cases += [(k, lambda w, k=k: s3_case(k, w, artifact, digest)) for k in ("moto", "s3s-fs")]
+        for name, run in cases:
+            print(f"== {name}", flush=True)
+            case_dir = os.path.join(work, name)
+            os.makedirs(case_dir)
+            rows, why = run(case_dir)
+            if rows is None:
+                notes.append(f"{name}: skipped: {why}")
+                print(f"   skipped: {why}")
+                continue
+            results[name] = rows
+
+    mib = 1 << 20
+    print(f"\n{'contender':<34} {'seconds':>8} {'io MiB':>9} {'loopback MiB':>13}")
+    for name, rows in results.items():
+        for r in rows:
+            print(f"{r['contender']:<34} {r['seconds']:>8.2f} {r['io_bytes'] / mib:>9.1f} {r['lo_bytes'] / mib:>13.1f}")
+        f = rows[0]
+        print(f"   ferry: bytes_copied={f['bytes_copied']} bytes_verified={f['bytes_verified']} "
+              f"server_side={f['server_side']}; time ferry/{rows[1]['contender']} = "
+              f"{f['seconds'] / rows[1]['seconds']:.3f}")
+    for n in notes:
+        print(n)
+    for rows in results.values():
+        for r in rows:
+            r.pop("json", None)
+    os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
+    out = os.path.join(ROOT, "benches", "results", time.strftime("promote-%Y-%m-%dT%H%M%SZ.json", time.gmtime()))
+    with open(out, "w") as f:
+        json.dump({"size_mib": SIZE_MB, "load": open("/proc/loadavg").read().split()[:3],
+                   "cases": results, "notes": notes}, f, indent=1)
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
