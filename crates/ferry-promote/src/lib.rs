@@ -383,10 +383,10 @@ impl Promoter {
                 env: env.name.clone(),
                 reason,
             })?;
-            if let Some(url) = env.artifacts.as_deref().filter(|u| is_oci(Some(u))) {
-                if !url.contains("${") {
-                    OciUrl::parse(url)?;
-                }
+            if let Some(url) = env.artifacts.as_deref().filter(|u| is_oci(Some(u)))
+                && !url.contains("${")
+            {
+                OciUrl::parse(url)?;
             }
             // A registry copies only from a registry, a store only from a store.
             if let Some(req) = env.requires.as_ref().and_then(|r| envs.get(r)) {

@@ -436,10 +436,10 @@ impl Registry {
 
     fn auth_header(&self, scopes: &[String]) -> Option<String> {
         let state = self.auth.lock().unwrap_or_else(|e| e.into_inner());
-        if state.bearer.is_some() {
-            if let Some(token) = state.tokens.get(&scopes.join(" ")) {
-                return Some(format!("Bearer {token}"));
-            }
+        if state.bearer.is_some()
+            && let Some(token) = state.tokens.get(&scopes.join(" "))
+        {
+            return Some(format!("Bearer {token}"));
         }
         if state.basic {
             return self.credentials.as_ref().map(|c| {
