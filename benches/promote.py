@@ -190,6 +190,115 @@ def s3_case(kind, work, artifact, digest):
         proc.wait()
 
 
+REGISTRY_COPY = """
+import http.client, json, os, sys, tempfile
+host, port = sys.argv[1].split(":")
+src, dst, digest = sys.argv[2], sys.argv[3], sys.argv[4]
+def conn():
+    return http.client.HTTPConnection(host, int(port), timeout=600)
+# Download the blob to a file, as `docker pull` does...
+with tempfile.TemporaryFile() as f:
+    c = conn(); c.request("GET", f"/v2/{src}/blobs/{digest}"); r = c.getresponse()
+    while r.status in (301, 302, 303, 307):
+        loc = r.getheader("Location"); r.read(); c.close(); c = conn(); c.request("GET", loc); r = c.getresponse()
+    assert r.status == 200, r.status
+    size = 0
+    while chunk := r.read(1 << 20):
+        f.write(chunk); size += len(chunk)
+    c.close()
+    # ...and upload it again, as `docker push` does (one monolithic PUT).
+    c = conn(); c.request("POST", f"/v2/{dst}/blobs/uploads/"); r = c.getresponse(); r.read()
+    assert r.status == 202, r.status
+    loc = r.getheader("Location"); sep = "&" if "?" in loc else "?"
+    f.seek(0)
+    c = conn(); c.request("PUT", f"{loc}{sep}digest={digest}", body=f,
+                          headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+    r = c.getresponse(); r.read()
+    assert r.status == 201, r.status
+"""
+
+
+def registry_push_image(port, repo, artifact, digest):
+    """Pushes a one-layer image whose layer is the artifact; returns the manifest digest."""
+    import http.client
+
+    def upload(data_path, data_bytes, blob_digest):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        c.request("POST", f"/v2/{repo}/blobs/uploads/")
+        r = c.getresponse()
+        r.read()
+        loc = r.getheader("Location")
+        sep = "&" if "?" in loc else "?"
+        if data_path:
+            size = os.path.getsize(data_path)
+            with open(data_path, "rb") as f:
+                c.request("PUT", f"{loc}{sep}digest={blob_digest}", body=f,
+                          headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+                r = c.getresponse()
+        else:
+            c.request("PUT", f"{loc}{sep}digest={blob_digest}", body=data_bytes,
+                      headers={"Content-Type": "application/octet-stream"})
+            r = c.getresponse()
+        r.read()
+        if r.status != 201:
+            sys.exit(f"registry refused blob {blob_digest}: {r.status}")
+
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    upload(None, config, config_digest)
+    upload(artifact, None, digest)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                    "size": os.path.getsize(artifact)}],
+    }).encode()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("PUT", f"/v2/{repo}/manifests/bench", body=manifest,
+              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 201:
+        sys.exit(f"registry refused the manifest: {r.status}")
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def oci_case(work, artifact, digest):
+    exe = shutil.which("docker-registry")
+    if not exe:
+        return None, "docker-registry not installed (apt-get install docker-registry)"
+    port = free_port()
+    data = os.path.join(work, "registry")
+    os.makedirs(data)
+    config = os.path.join(work, "registry.yml")
+    with open(config, "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\n"
+                f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n")
+    log = open(os.path.join(work, "registry.log"), "w")
+    proc = subprocess.Popen([exe, "serve", config], stdout=log, stderr=log)
+    try:
+        wait_port(port, proc, "docker-registry")
+        reg = f"127.0.0.1:{port}"
+        manifest = registry_push_image(port, "app-build", artifact, digest)
+        cfg = os.path.join(work, "ferry.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[store]\nurl = "file://{work}/central"\n\n[env.dev]\nartifacts = "oci://{reg}/app-dev"\nfreeze = []\n')
+        env = ferry_env()
+        ferry = measure("ferry promote (oci)", [FERRY, "--config", cfg, "--output", "json", "promote",
+                                                f"{reg}/app-build@{manifest}", "--to", "dev"], env=env)
+        j = ferry.get("json", {})
+        for key in ("bytes_copied", "bytes_verified", "server_side"):
+            ferry[key] = j.get(key)
+        baseline = measure("download + upload (registry API)",
+                           [sys.executable, "-c", REGISTRY_COPY, reg, "app-build", "app-copy", digest], env=env)
+        return [ferry, baseline], None
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main():
     if not os.path.exists("/sys/class/net/lo/statistics/rx_bytes"):
         sys.exit("needs Linux (/proc/self/io and /sys/class/net/lo)")
@@ -202,6 +311,7 @@ def main():
         digest = write_artifact(artifact)
         cases = [("file", lambda w: (file_case(w, artifact, digest), None))]
         cases += [(k, lambda w, k=k: s3_case(k, w, artifact, digest)) for k in ("moto", "s3s-fs")]
+        cases += [("oci", lambda w: oci_case(w, artifact, digest))]
         for name, run in cases:
             print(f"== {name}", flush=True)
             case_dir = os.path.join(work, name)

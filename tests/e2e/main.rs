@@ -32,4 +32,5 @@ mod compat;
 mod concurrency;
 mod engines;
 mod promote;
+mod promote_oci;
 mod snapshots;

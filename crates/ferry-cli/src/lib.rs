@@ -76,6 +76,8 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
                 | P::UnknownEnv { .. }
                 | P::BadEnvConfig { .. }
                 | P::UnsupportedLocation { .. }
+                | P::BadOciUrl { .. }
+                | P::KindMismatch(_)
                 | P::NotFound { .. }
                 | P::Io { .. }
                 | P::Invalid(_) => (exit::INVALID, "invalid_input"),
@@ -86,6 +88,10 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
                 P::Tampered { .. } => (exit::REFUSED, "tampered"),
                 P::RollbackToBad { .. } => (exit::REFUSED, "rollback_to_bad"),
                 P::NothingToRollBack(_) => (exit::REFUSED, "nothing_to_roll_back"),
+                P::RegistryMismatch { .. } => (exit::REFUSED, "registry_mismatch"),
+                P::RegistryAuth { .. } => (exit::INVALID, "registry_auth"),
+                P::Registry { .. } => (exit::FAILED, "registry"),
+                P::NotLive { .. } => (exit::FAILED, "not_live"),
                 P::Conflict { .. } => (exit::FAILED, "conflict"),
                 P::BadRecord { .. } | P::Store { .. } => (exit::FAILED, "store"),
             }

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use ferry_core::{CoreError, Settings};
 use ferry_promote::{
-    GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, Release, Releases,
-    RollbackRequest,
+    GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, RegistryOptions, Release,
+    Releases, RollbackRequest,
 };
 
 use crate::opt::{ArtifactCommand, Command, GlobalOpts};
@@ -18,7 +18,10 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
         open_store(&settings).await?,
         &settings.file,
         store_options(&settings),
-    )?;
+    )?
+    // Registry credentials and insecure registries come from the environment (and the docker
+    // configuration it points at).
+    .with_registry_options(RegistryOptions::from_env(&|k| std::env::var(k).ok()));
     let now = now()?;
     let actor = ferry_core::actor::actor(&|k| std::env::var(k).ok());
     match cmd {
@@ -57,6 +60,11 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
                     s.push_str(&format!(
                         "{verb} {} from {} ({} bytes)\n",
                         x.digest, x.location, x.size
+                    ));
+                }
+                for loc in &r.skipped {
+                    s.push_str(&format!(
+                        "skipped {loc}: an OCI registry cannot list images by digest; use its own garbage collection\n"
                     ));
                 }
                 if r.dry_run && !r.removed.is_empty() {

@@ -202,6 +202,10 @@ pub(crate) async fn resolve(
     reference: &Reference,
 ) -> Result<Artifact> {
     match reference {
+        Reference::Image(image) => Err(PromoteError::KindMismatch(format!(
+            "{image} is an image in an OCI registry, not an artifact of the central store {}",
+            store.url()
+        ))),
         Reference::Version { name, version } => {
             let record = read_version(store, name, version).await?.ok_or_else(|| {
                 PromoteError::NotFound {

@@ -91,6 +91,9 @@ pub enum Reference {
     NamedDigest { name: String, digest: Digest },
     /// `NAME@VERSION` or `NAME:VERSION`
     Version { name: String, version: String },
+    /// `REGISTRY/REPO@sha256:<hex>` or `REGISTRY/REPO:TAG`: an image in an OCI registry,
+    /// recognised by its registry host (see [`crate::oci::looks_like_image`]).
+    Image(crate::oci::ImageRef),
 }
 
 impl FromStr for Reference {
@@ -104,11 +107,14 @@ impl FromStr for Reference {
         if s.starts_with("sha256:") {
             return Ok(Reference::Digest(s.parse()?));
         }
+        if crate::oci::looks_like_image(s) {
+            return Ok(Reference::Image(s.parse()?));
+        }
         let (name, rest) = s
             .split_once('@')
             .or_else(|| s.split_once(':'))
             .ok_or_else(|| {
-                bad("use NAME@sha256:<hex>, sha256:<hex>, NAME@VERSION or NAME:VERSION")
+                bad("use NAME@sha256:<hex>, sha256:<hex>, NAME@VERSION, NAME:VERSION, or an image REGISTRY/REPO@sha256:<hex> or REGISTRY/REPO:TAG")
             })?;
         check_name(name).map_err(|reason| bad(&reason))?;
         if rest.starts_with("sha256:") {
@@ -131,6 +137,7 @@ impl fmt::Display for Reference {
             Reference::Digest(d) => write!(f, "{d}"),
             Reference::NamedDigest { name, digest } => write!(f, "{name}@{digest}"),
             Reference::Version { name, version } => write!(f, "{name}@{version}"),
+            Reference::Image(image) => write!(f, "{image}"),
         }
     }
 }
@@ -275,6 +282,20 @@ mod tests {
         for bad in ["app", "@1.0", "app@", "../x@1", "app@a/b", "app@sha256:12"] {
             assert!(bad.parse::<Reference>().is_err(), "{bad}");
         }
+
+        // Images are recognised by their registry host; store references keep their meaning.
+        for image in [
+            format!("127.0.0.1:5000/app@{text}"),
+            "localhost/app:1.2.3".to_string(),
+            "registry.example.com/team/app:1.2.3".to_string(),
+        ] {
+            assert!(
+                matches!(image.parse::<Reference>().unwrap(), Reference::Image(_)),
+                "{image}"
+            );
+        }
+        assert!("team/app:1".parse::<Reference>().is_err());
+        assert!("registry.example.com/app".parse::<Reference>().is_err());
     }
 
     #[tokio::test]

@@ -23,8 +23,52 @@ pub enum PromoteError {
     BadEnvConfig { env: String, reason: String },
 
     /// Invalid input (2).
-    #[error("artifact location `{url}` is not supported yet: {reason}")]
+    #[error("artifact location `{url}` cannot be opened here: {reason}")]
     UnsupportedLocation { url: String, reason: String },
+
+    /// Invalid input (2).
+    #[error("`{url}` is not an OCI location: {reason} (e.g. oci://registry.example.com/app-prod)")]
+    BadOciUrl { url: String, reason: String },
+
+    /// Invalid input (2): an image where a store artifact is expected, or the reverse.
+    #[error("{0}")]
+    KindMismatch(String),
+
+    /// Invalid input (2): the registry wants credentials ferry does not have, or refused them.
+    #[error("registry {registry}: {reason}")]
+    RegistryAuth { registry: String, reason: String },
+
+    /// Failed (1): the registry is unreachable or answered something unexpected.
+    #[error("registry {registry}: {context}: {message}")]
+    Registry {
+        registry: String,
+        context: String,
+        message: String,
+    },
+
+    /// Refused (3): a registry resolves the image to another digest than the one promoted.
+    #[error(
+        "{location} resolves to {actual}, not {digest}: the registry did not keep the manifest bytes ferry gave it. Nothing was promoted; check the registry (a proxy rewriting manifests?) and retry"
+    )]
+    RegistryMismatch {
+        location: String,
+        digest: Digest,
+        actual: String,
+    },
+
+    /// Failed (1): the release is recorded, but its location (an OCI tag) does not point at it.
+    #[error(
+        "release {seq} of `{env}` ({digest}) is recorded, but {location} could not be pointed at it: {source}. Run `{retry}` to apply it again"
+    )]
+    NotLive {
+        env: String,
+        seq: u64,
+        digest: Digest,
+        location: String,
+        retry: String,
+        #[source]
+        source: Box<PromoteError>,
+    },
 
     /// Invalid input (2).
     #[error("{what}; run `ferry releases --env <ENV>` or `ferry artifact push` to see what exists")]
@@ -152,6 +196,7 @@ impl PromoteError {
                 | PromoteError::Tampered { .. }
                 | PromoteError::RollbackToBad { .. }
                 | PromoteError::NothingToRollBack(_)
+                | PromoteError::RegistryMismatch { .. }
         )
     }
 }

@@ -33,9 +33,14 @@
 //! verified, content-addressed copy, which is harmless. [`Promoter::plan_promotion`] and
 //! [`Plan::commit`] expose the two halves (the CLI can show a plan before committing it).
 //!
-//! Artifact locations are a seam, [`ArtifactLocation`], with one implementation for stores
-//! ([`StoreLocation`]); an OCI registry will be another, and `copy_to` is where server-side
-//! copies (S3 `CopyObject`, blob mounts) will go.
+//! Artifact locations are a seam, [`ArtifactLocation`], with two implementations: stores
+//! ([`StoreLocation`]) and OCI registries ([`OciLocation`], `oci://HOST/REPO[:TAG]`). For a
+//! registry the artifact is an image and its digest the manifest digest; the reference is
+//! `REGISTRY/REPO@sha256:<hex>` or `REGISTRY/REPO:TAG` (resolved once, up front), the first
+//! environment of a chain copies from that repository, and `copy_to` mounts blobs within one
+//! registry. After the record is committed, [`ArtifactLocation::make_live`] moves the
+//! environment's tag; promoting a digest that is already live applies it again, which repairs
+//! a tag that failed to move. A `requires` chain never mixes registries and stores.
 //!
 //! ```no_run
 //! # async fn demo(config: &ferry_core::ConfigFile) -> Result<(), Box<dyn std::error::Error>> {
@@ -72,6 +77,7 @@ mod error;
 pub mod freeze;
 mod history;
 mod location;
+mod oci;
 
 pub use artifact::Artifact;
 pub use digest::{Digest, Reference};
@@ -82,6 +88,7 @@ pub use location::{
     ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, StoreLocation, copy_verified,
     open_location, verify_at,
 };
+pub use oci::{Credentials, ImageRef, MANIFEST_TYPES, OciLocation, OciUrl, RegistryOptions};
 
 use artifact::VersionRecord;
 use history::{History, Record};
@@ -200,6 +207,10 @@ pub struct Plan {
     env: String,
     record: Record,
     location: String,
+    /// The location itself, told to serve the release once it is recorded.
+    dest: Arc<dyn ArtifactLocation>,
+    /// The reference that re-applies the release if that fails.
+    retry: String,
     source: Option<String>,
     transfer: CopyOutcome,
 }
@@ -247,6 +258,18 @@ impl Plan {
         History::append(&self.central, &self.env, &self.record).await?;
         tracing::info!(env = %self.env, seq = self.record.seq, digest = %self.record.digest,
             action = ?self.record.action, "release recorded");
+        // The record is the commit; moving the tag follows it, and promoting the live digest
+        // again repeats it (see `plan_promotion`).
+        if let Err(e) = self.dest.make_live(&self.record.digest).await {
+            return Err(PromoteError::NotLive {
+                env: self.env.clone(),
+                seq: self.record.seq,
+                digest: self.record.digest,
+                location: self.location.clone(),
+                retry: self.retry.clone(),
+                source: Box::new(e),
+            });
+        }
         let r = self.record;
         Ok(PromoteReport {
             env: self.env,
@@ -321,6 +344,9 @@ impl GcRequest {
 pub struct GcReport {
     pub keep: usize,
     pub dry_run: bool,
+    /// Locations gc did not look at (OCI registries cannot list images by digest; use the
+    /// registry's own garbage collection).
+    pub skipped: Vec<String>,
     /// Every artifact kept because a release or a recent push needs it.
     pub kept: Vec<Digest>,
     /// What was removed (or, in a dry run, would be).
@@ -341,6 +367,11 @@ pub struct Promoter {
     central_loc: Arc<dyn ArtifactLocation>,
     envs: BTreeMap<String, EnvSpec>,
     options: StoreOptions,
+    registry: RegistryOptions,
+}
+
+fn is_oci(url: Option<&str>) -> bool {
+    url.is_some_and(|u| u.starts_with("oci://"))
 }
 
 impl Promoter {
@@ -358,6 +389,30 @@ impl Promoter {
                 env: env.name.clone(),
                 reason,
             })?;
+            if let Some(url) = env.artifacts.as_deref().filter(|u| is_oci(Some(u)))
+                && !url.contains("${")
+            {
+                OciUrl::parse(url)?;
+            }
+            // A registry copies only from a registry, a store only from a store.
+            if let Some(req) = env.requires.as_ref().and_then(|r| envs.get(r)) {
+                let (mine, theirs) = (
+                    is_oci(env.artifacts.as_deref()),
+                    is_oci(req.artifacts.as_deref()),
+                );
+                if mine != theirs {
+                    let kind = |oci| if oci { "an OCI registry" } else { "a store" };
+                    return Err(PromoteError::BadEnvConfig {
+                        env: env.name.clone(),
+                        reason: format!(
+                            "its artifacts are in {} but those of `{}`, which it requires, are in {}; every environment of a `requires` chain must use registries (oci://) or stores alike",
+                            kind(mine),
+                            req.name,
+                            kind(theirs)
+                        ),
+                    });
+                }
+            }
             // `requires` must name a defined environment, and the chain must end.
             let mut seen = BTreeSet::from([env.name.as_str()]);
             let mut at = env;
@@ -383,7 +438,14 @@ impl Promoter {
             central,
             envs,
             options,
+            registry: RegistryOptions::default(),
         })
+    }
+
+    /// How registries (`oci://` locations and image references) are reached and authenticated.
+    pub fn with_registry_options(mut self, registry: RegistryOptions) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Every `[env.<name>]` of the configuration.
@@ -430,6 +492,9 @@ impl Promoter {
                     "artifacts = \"{url}\" still contains a variable reference; load the configuration with this environment's variables expanded"
                 ),
             }),
+            Some(url) if url.starts_with("oci://") => {
+                Ok(Arc::new(OciLocation::open(url, Some(env), &self.registry)?))
+            }
             Some(url) => open_location(url, &self.options).await,
         }
     }
@@ -474,10 +539,57 @@ impl Promoter {
         })
     }
 
-    /// Resolves `NAME@sha256:<hex>`, `sha256:<hex>`, `NAME@VERSION` or `NAME:VERSION`.
+    /// Resolves `NAME@sha256:<hex>`, `sha256:<hex>`, `NAME@VERSION`, `NAME:VERSION`, or an
+    /// image `REGISTRY/REPO@sha256:<hex>` / `REGISTRY/REPO:TAG`.
     pub async fn resolve(&self, reference: &str) -> Result<Artifact> {
+        Ok(self.resolve_with_source(reference).await?.0)
+    }
+
+    /// Resolves a reference, with the repository an image reference names (where the first
+    /// environment of a registry chain copies from).
+    async fn resolve_with_source(
+        &self,
+        reference: &str,
+    ) -> Result<(Artifact, Option<Arc<dyn ArtifactLocation>>)> {
         let parsed: Reference = reference.parse()?;
-        artifact::resolve(&self.central, self.central_loc.as_ref(), &parsed).await
+        let Reference::Image(image) = parsed else {
+            let artifact =
+                artifact::resolve(&self.central, self.central_loc.as_ref(), &parsed).await?;
+            return Ok((artifact, None));
+        };
+        let repo = OciLocation::for_image(&image, &self.registry)?;
+        let digest = match (image.digest, &image.tag) {
+            (Some(d), _) => {
+                if repo.size(&d).await?.is_none() {
+                    return Err(PromoteError::NotFound {
+                        what: format!("image {d} is not in {}", repo.url()),
+                    });
+                }
+                d
+            }
+            (None, Some(tag)) => repo.resolve_tag(tag).await?,
+            (None, None) => unreachable!("ImageRef has a tag or a digest"),
+        };
+        tracing::info!(reference, %digest, "image resolved");
+        let artifact = Artifact {
+            name: image.repo.clone(),
+            version: Some(
+                image
+                    .tag
+                    .clone()
+                    .unwrap_or_else(|| digest.hex()[..12].to_string()),
+            ),
+            digest,
+        };
+        Ok((artifact, Some(Arc::new(repo))))
+    }
+
+    /// How to promote this release again (which re-applies a tag that failed to move).
+    fn retry_command(location: &dyn ArtifactLocation, env: &str, digest: &Digest) -> String {
+        match OciUrl::parse(&location.url()) {
+            Ok(u) => format!("ferry promote {}/{}@{digest} --to {env}", u.host, u.repo),
+            Err(_) => format!("ferry promote {digest} --to {env}"),
+        }
     }
 
     /// Checks and copies, then records: [`Promoter::plan_promotion`] and [`Plan::commit`].
@@ -502,11 +614,35 @@ impl Promoter {
                 "--override-freeze needs --reason TEXT saying why; it is recorded in the release history".into(),
             ));
         }
-        let artifact = self.resolve(&req.reference).await?;
+        let location = self.location(&env.name).await?;
+        let is_image = matches!(req.reference.parse()?, Reference::Image(_));
+        match (is_image, location.is_registry()) {
+            (true, false) => {
+                return Err(PromoteError::KindMismatch(format!(
+                    "{} is an image, but `{}` keeps its artifacts in the store {}; promote an artifact pushed with `ferry artifact push`, or give `{}` an oci:// location",
+                    req.reference,
+                    env.name,
+                    location.url(),
+                    env.name
+                )));
+            }
+            (false, true) => {
+                return Err(PromoteError::KindMismatch(format!(
+                    "`{}` keeps its images in the OCI registry {}; name the image as REGISTRY/REPO@sha256:<hex> or REGISTRY/REPO:TAG, not `{}`",
+                    env.name,
+                    location.url(),
+                    req.reference
+                )));
+            }
+            _ => {}
+        }
+        let (artifact, image_source) = self.resolve_with_source(&req.reference).await?;
         let digest = artifact.digest;
         let history = History::read(&self.central, &env.name).await?;
-        let location = self.location(&env.name).await?;
         if let Some(live) = history.live().filter(|l| l.digest == digest) {
+            // Already recorded: make sure the location serves it (repairs a tag that did not
+            // move after the record was written).
+            location.make_live(&digest).await?;
             return Ok(Planned::AlreadyLive(PromoteReport {
                 env: env.name.clone(),
                 release: live.clone(),
@@ -562,7 +698,7 @@ impl Promoter {
         if let Some(required) = &env.requires {
             sources.push(self.location(required).await?);
         }
-        sources.push(self.central_loc.clone());
+        sources.push(image_source.unwrap_or_else(|| self.central_loc.clone()));
         let (source, transfer) = self.put_in_place(&digest, &location, &sources).await?;
 
         Ok(Planned::Ready(Plan {
@@ -580,6 +716,8 @@ impl Promoter {
                 reason,
             },
             location: location.url(),
+            retry: Self::retry_command(location.as_ref(), &env.name, &digest),
+            dest: location,
             source,
             transfer,
         }))
@@ -612,7 +750,8 @@ impl Promoter {
         }
         Err(PromoteError::NotFound {
             what: format!(
-                "artifact {digest} is in none of {}",
+                "artifact {digest} is not at {} and in none of [{}]",
+                dest.url(),
                 sources
                     .iter()
                     .map(|s| s.url())
@@ -681,12 +820,18 @@ impl Promoter {
             });
         }
         let location = self.location(&env.name).await?;
+        // A registry environment rolls back to an image already in its repository (else its
+        // required environment's); a store one to the central store's copy.
+        let sources = if location.is_registry() {
+            match &env.requires {
+                Some(required) => vec![self.location(required).await?],
+                None => Vec::new(),
+            }
+        } else {
+            vec![self.central_loc.clone()]
+        };
         let (source, transfer) = self
-            .put_in_place(
-                &target.digest,
-                &location,
-                std::slice::from_ref(&self.central_loc),
-            )
+            .put_in_place(&target.digest, &location, &sources)
             .await?;
         Ok(Plan {
             central: self.central.clone(),
@@ -706,6 +851,8 @@ impl Promoter {
                     .filter(|r| !r.is_empty()),
             },
             location: location.url(),
+            retry: Self::retry_command(location.as_ref(), &env.name, &target.digest),
+            dest: location,
             source,
             transfer,
         })
@@ -820,8 +967,14 @@ impl Promoter {
 
         let mut locations: Vec<Arc<dyn ArtifactLocation>> = vec![self.central_loc.clone()];
         let mut urls = BTreeSet::from([self.central.url()]);
+        let mut skipped = Vec::new();
         for env in self.envs.keys() {
             let loc = self.location(env).await?;
+            if loc.is_registry() {
+                tracing::info!(location = %loc.url(), "gc skips OCI registries");
+                skipped.push(loc.url());
+                continue;
+            }
             if urls.insert(loc.url()) {
                 locations.push(loc);
             }
@@ -853,6 +1006,7 @@ impl Promoter {
         Ok(GcReport {
             keep: req.keep,
             dry_run: req.dry_run,
+            skipped,
             kept: keep.into_iter().collect(),
             freed_bytes: removed.iter().map(|r| r.size).sum(),
             removed,

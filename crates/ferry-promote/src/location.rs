@@ -1,6 +1,6 @@
 //! Where an environment's artifacts live: the [`ArtifactLocation`] seam and its object-store
-//! implementation. An OCI registry will be a second implementation (`oci://…`); the promotion
-//! algorithm in `lib.rs` only speaks this trait.
+//! implementation. An OCI registry is the second implementation (`oci://…`, see `oci.rs`); the
+//! promotion algorithm in `lib.rs` only speaks this trait.
 //!
 //! Never: complete an object whose bytes do not match its digest. Every write goes through a
 //! verifying stream that fails at its end on a mismatch, so the store never commits it.
@@ -69,6 +69,18 @@ pub trait ArtifactLocation: Send + Sync + Any {
         dest: &'a dyn ArtifactLocation,
     ) -> LocFut<'a, CopyOutcome> {
         Box::pin(copy_verified(self, digest, dest))
+    }
+
+    /// True for an OCI registry: it holds images, not store objects, so it copies only to and
+    /// from other registries, and gc skips it (it cannot list by digest).
+    fn is_registry(&self) -> bool {
+        false
+    }
+
+    /// Makes `digest` what the location serves as live, after its release was recorded: an
+    /// OCI registry moves the environment's tag. Idempotent; a store has nothing to do.
+    fn make_live<'a>(&'a self, _digest: &'a Digest) -> LocFut<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -265,13 +277,14 @@ impl ArtifactLocation for StoreLocation {
     }
 }
 
-/// Opens the location a URL names: a store URL (`file://…`, `s3://…`, a plain path) now;
-/// `oci://` registries are refused until their implementation lands.
+/// Opens the store location a URL names (`file://…`, `s3://…`, a plain path). `oci://`
+/// registries need registry options and the environment's tag: open them with
+/// [`OciLocation::open`](crate::OciLocation::open) (as [`Promoter::location`](crate::Promoter::location) does).
 pub async fn open_location(url: &str, options: &StoreOptions) -> Result<Arc<dyn ArtifactLocation>> {
     if url.starts_with("oci://") {
         return Err(PromoteError::UnsupportedLocation {
             url: url.to_string(),
-            reason: "OCI registries are not supported yet; use a file:// or s3:// store".into(),
+            reason: "open oci:// locations with OciLocation::open, which takes registry options and the environment's tag".into(),
         });
     }
     let store = ferry_store::open(url, options)

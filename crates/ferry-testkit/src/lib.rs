@@ -3,10 +3,13 @@
 //! - [`db`]: a database of one's own per test on PostgreSQL, MySQL/MariaDB or SQLite, dropped
 //!   afterwards, plus helpers to run the `ferry` binary.
 //! - [`s3`]: an S3-compatible server (s3s-fs or moto) on a free loopback port per test.
+//! - [`registry`]: an OCI registry (Debian's `docker-registry`) on a free loopback port per
+//!   test, optionally behind Basic auth, with helpers to push an image and check tags.
 //!
 //! Contract: a test whose server cannot be reached fails under `CI=true` with a message saying
 //! how to start or install it; elsewhere it prints `SKIPPED (no server)` and returns. It never
 //! passes silently.
 
 pub mod db;
+pub mod registry;
 pub mod s3;
