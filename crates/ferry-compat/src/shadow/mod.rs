@@ -445,6 +445,95 @@ pub fn differences(before: &Snapshot, after_down: &Snapshot) -> Vec<String> {
     out
 }
 
+/// Whether a query that prepared on `before` may fail to prepare on `after`. Only additions
+/// that cannot change how an existing name resolves are safe to skip: new tables, views,
+/// indexes, constraints, triggers, sequences and types, and the columns of a table or view the
+/// same migration created. A new column on an existing table can make an unqualified name in a
+/// join ambiguous, and a new function can make a call ambiguous, so they count; so does any
+/// removal or change, and a migration the snapshot sees nothing of (it may have changed what
+/// the snapshot does not record).
+pub fn may_break_queries(before: &Snapshot, after: &Snapshot) -> bool {
+    if before == after {
+        return true;
+    }
+    if before.0.iter().any(|(k, v)| after.0.get(k) != Some(v)) {
+        return true;
+    }
+    after
+        .0
+        .keys()
+        .filter(|k| !before.0.contains_key(*k))
+        .any(|key| match object_of(key) {
+            ("column", object) => {
+                let relation = object.rsplit_once('.').map_or(object, |(t, _)| t);
+                let created = |kind: &str| {
+                    let k = format!("{kind} {relation}");
+                    after.0.contains_key(&k) && !before.0.contains_key(&k)
+                };
+                !(created("table") || created("view"))
+            }
+            (
+                "table" | "view" | "index" | "constraint" | "trigger" | "sequence" | "enum"
+                | "check",
+                _,
+            ) => false,
+            (kind, _) => !kind.starts_with("foreign"),
+        })
+}
+
+/// Remembers which migration a multi-step `up` started last, to attribute its error.
+#[derive(Default)]
+struct LastStarted(std::sync::Mutex<String>);
+
+impl ferry_migrate::Observer for LastStarted {
+    fn started(&self, label: &str, _: ferry_migrate::Direction, _: usize, _: usize) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = label.to_string();
+        }
+    }
+}
+
+fn replay_problem(proofs: &mut BTreeMap<i64, Proof>, version: i64, problem: String) {
+    let rt = proofs
+        .entry(version)
+        .or_default()
+        .roundtrip
+        .get_or_insert(Roundtrip {
+            ok: Some(false),
+            differences: Vec::new(),
+        });
+    rt.ok = Some(false);
+    rt.differences.push(problem);
+}
+
+/// Where the schema after a replay differs from the first pass: `forward[0]` is the schema
+/// before the first replayed migration and `forward[i + 1]` the one after migration `i`. Each
+/// differing key goes to the last migration that touched it in the first pass (the one whose
+/// up built it), or to the last migration when none did. Returns (migration index, keys).
+pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usize, Vec<String>)> {
+    let Some(last) = forward.last() else {
+        return Vec::new();
+    };
+    let n = forward.len() - 1;
+    let mut keys: Vec<&String> = last
+        .0
+        .keys()
+        .filter(|k| replayed.0.get(*k) != last.0.get(*k))
+        .chain(replayed.0.keys().filter(|k| !last.0.contains_key(*k)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for key in keys {
+        let owner = (0..n)
+            .rev()
+            .find(|&i| forward[i].0.get(key) != forward[i + 1].0.get(key))
+            .unwrap_or(n.saturating_sub(1));
+        by.entry(owner).or_default().push(key.clone());
+    }
+    by.into_iter().collect()
+}
+
 /// Runs the proof. Returns one [`Proof`] per new migration, in version order.
 pub async fn prove(
     migrations: &[Migration],
@@ -537,7 +626,9 @@ async fn run_with(
         let snap = inspector.snapshot(url).await?;
         let prev = snaps.last().unwrap_or(&base_snap);
         let mut found = incompatibilities(&base_snap, prev, &snap);
-        found.extend(queries.after(&m.label(), inspector, url).await?);
+        if may_break_queries(prev, &snap) {
+            found.extend(queries.after(&m.label(), inspector, url).await?);
+        }
         proofs.entry(m.version).or_default().findings.extend(found);
         snaps.push(snap);
         applied += 1;
@@ -596,35 +687,111 @@ async fn run_with(
         }
     }
     // Replay: after clean downs, the reverted migrations must apply again, to the same schema.
+    // One snapshot after the whole replay, not one per step: the replay is rarely wrong, and
+    // when it is, the forward snapshots say which migration owns each differing object.
+    // One `up` for the whole replay too (the lock and history reads are per call).
     if clean && reverted_to < applied {
-        for (i, m) in new.iter().enumerate().take(applied).skip(reverted_to) {
-            let outcome = migrator
-                .up(driver.as_mut(), Some(m.version), false, &Quiet)
-                .await;
-            let problem = match outcome {
-                Err(e) => Some(format!("up fails when replayed after down: {e}")),
-                Ok(_) => {
-                    let snap = inspector.snapshot(url).await?;
-                    (snap != snaps[i + 1]).then(|| {
-                        "up replayed after down builds a different schema than the first time"
-                            .to_string()
-                    })
-                }
-            };
-            if let Some(p) = problem {
-                let rt = proofs
-                    .entry(m.version)
-                    .or_default()
-                    .roundtrip
-                    .get_or_insert(Roundtrip {
-                        ok: Some(false),
-                        differences: Vec::new(),
-                    });
-                rt.ok = Some(false);
-                rt.differences.push(p);
-                break;
+        let last = LastStarted::default();
+        let outcome = migrator
+            .up(
+                driver.as_mut(),
+                Some(new[applied - 1].version),
+                false,
+                &last,
+            )
+            .await;
+        if let Err(e) = outcome {
+            let label = last.0.lock().map(|l| l.clone()).unwrap_or_default();
+            let failed = new
+                .iter()
+                .find(|m| m.label() == label)
+                .unwrap_or(&new[applied - 1]);
+            replay_problem(
+                &mut proofs,
+                failed.version,
+                format!("up fails when replayed after down: {e}"),
+            );
+        } else {
+            let snap = inspector.snapshot(url).await?;
+            for (i, keys) in replay_differences(&snaps[reverted_to..=applied], &snap) {
+                replay_problem(
+                    &mut proofs,
+                    new[reverted_to + i].version,
+                    format!(
+                        "up replayed after down builds a different schema than the first time: {}",
+                        keys.join(", ")
+                    ),
+                );
             }
         }
     }
     Ok(proofs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(pairs: &[(&str, &str)]) -> Snapshot {
+        Snapshot(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn only_safe_additions_skip_preparing_old_queries() {
+        let base = snap(&[("table users", ""), ("column users.id", "integer||")]);
+        let new_table = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("table tags", ""),
+            ("column tags.id", "integer||"),
+            ("index tags_pkey", "CREATE UNIQUE INDEX …"),
+            ("foreign key tags.fk", "users"),
+        ]);
+        assert!(!may_break_queries(&base, &new_table));
+        let new_column = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("column users.name", "text||"),
+        ]);
+        assert!(may_break_queries(&base, &new_column), "ambiguity in joins");
+        let changed = snap(&[("table users", ""), ("column users.id", "bigint||")]);
+        assert!(may_break_queries(&base, &changed));
+        let dropped = snap(&[("table users", "")]);
+        assert!(may_break_queries(&base, &dropped));
+        let function = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("function f(integer)", "…"),
+        ]);
+        assert!(may_break_queries(&base, &function), "overloads");
+        assert!(may_break_queries(&base, &base), "unseen changes");
+    }
+
+    #[test]
+    fn replay_differences_go_to_the_migration_that_built_the_object() {
+        let s0 = snap(&[("table a", "")]);
+        let s1 = snap(&[("table a", ""), ("index a_x", "x")]);
+        let s2 = snap(&[("table a", ""), ("index a_x", "x"), ("table b", "")]);
+        assert!(replay_differences(&[s0.clone(), s1.clone(), s2.clone()], &s2).is_empty());
+        let replayed = snap(&[("table a", ""), ("index a_x", "y"), ("table b", "")]);
+        assert_eq!(
+            replay_differences(&[s0.clone(), s1.clone(), s2.clone()], &replayed),
+            [(0, vec!["index a_x".to_string()])]
+        );
+        let extra = snap(&[
+            ("table a", ""),
+            ("index a_x", "x"),
+            ("table b", ""),
+            ("table c", ""),
+        ]);
+        assert_eq!(
+            replay_differences(&[s0, s1, s2], &extra),
+            [(1, vec!["table c".to_string()])]
+        );
+    }
 }
