@@ -116,3 +116,197 @@ async fn compat_check_blocks_breaking_changes_and_bad_downs(db: TestDb) {
         );
     }
 }
+
+per_engine!(compat_check_prepares_the_previous_versions_queries);
+
+/// `--old-queries` with a committed sqlx offline directory (`.sqlx/query-<hash>.json`, as
+/// `cargo sqlx prepare` writes it) and a `queries.sql` beside it.
+async fn compat_check_prepares_the_previous_versions_queries(db: TestDb) {
+    let p = db.path();
+    let engine = match db.kind {
+        Kind::Sqlite => "sqlite",
+        Kind::Postgres => "postgres",
+        Kind::MySql => "mysql",
+    };
+    let fixture = ferry_e2e::repo_root().join("tests/fixtures/old-queries");
+    let queries = fixture.join(engine);
+    let queries = queries.to_str().unwrap();
+    write_migration(
+        p,
+        1,
+        "users",
+        "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(255), name VARCHAR(100));",
+        "DROP TABLE users;",
+    );
+    let m = p.join("migrations");
+    let m = m.to_str().unwrap();
+    let go = |rest: &[&str]| {
+        let mut a: Vec<&str> = rest.to_vec();
+        a.extend([
+            "--database-url",
+            db.url.as_str(),
+            "--migrations",
+            m,
+            "--output",
+            "json",
+        ]);
+        run(p, &a)
+    };
+    go(&["migrate", "up"]).expect_code(0);
+    let check = ["compat", "check", "--old-queries", queries];
+
+    // Additive: a nullable column and a new table break no old query. The query that is wrong
+    // even on the deployed schema is reported once, as not checked, and fails nothing.
+    write_migration(
+        p,
+        2,
+        "add_bio_and_audit",
+        "ALTER TABLE users ADD COLUMN bio VARCHAR(200);\nCREATE TABLE audit (id INT PRIMARY KEY, what VARCHAR(100));",
+        "DROP TABLE audit;\nALTER TABLE users DROP COLUMN bio;",
+    );
+    let ok = go(&check).expect_code(0).json();
+    assert_eq!(ok["compatible"], true, "{ok}");
+    let findings = ok["migrations"][0]["findings"].as_array().unwrap().clone();
+    assert_eq!(findings.len(), 1, "{ok}");
+    let invalid = &findings[0];
+    assert_eq!(invalid["rule"], "old-query-invalid-at-base", "{ok}");
+    assert_eq!(invalid["class"], "unparsed");
+    assert!(
+        invalid["object"]
+            .as_str()
+            .unwrap()
+            .ends_with("queries.sql:5"),
+        "{invalid}"
+    );
+    assert!(
+        invalid["message"].as_str().unwrap().contains("nickname"),
+        "{invalid}"
+    );
+
+    // A rename the static layer is told to allow: without the old queries it passes; with them,
+    // the two sqlx queries and the hand-written one that use `email` no longer prepare: exit 3,
+    // each named, with the database's own error.
+    write_migration(
+        p,
+        3,
+        "rename_email",
+        "-- ferry:allow rename-column the mailer moved to email_address\n\
+         -- ferry:allow shadow-object-removed same rename\n\
+         ALTER TABLE users RENAME COLUMN email TO email_address;",
+        "ALTER TABLE users RENAME COLUMN email_address TO email;",
+    );
+    let without = go(&["compat", "check"]).expect_code(0).json();
+    assert_eq!(without["compatible"], true, "{without}");
+    let bad = go(&check).expect_code(3).json();
+    assert_eq!(bad["compatible"], false, "{bad}");
+    assert_eq!(bad["migrations"][0]["compatible"], true, "{bad}");
+    let m3 = &bad["migrations"][1];
+    assert_eq!(m3["compatible"], false, "{bad}");
+    let fails: Vec<&serde_json::Value> = m3["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "old-query-fails")
+        .collect();
+    assert_eq!(fails.len(), 3, "{bad}");
+    let select_hash = match db.kind {
+        Kind::Postgres => "b4a3b0ae9c157a5a6b7922189cfa08a41627c4cc8b8921632a0ecce482001ecd",
+        _ => "4732e139a227bb9e861078c56bbad9b4f2e73f35e445b37992c4e4f184439377",
+    };
+    let sqlx = fails
+        .iter()
+        .find(|f| {
+            f["object"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(".sqlx/query-{select_hash}.json"))
+        })
+        .unwrap_or_else(|| panic!("the sqlx SELECT is not reported: {bad}"));
+    // The database's own words: for the SELECT exactly; the INSERT's differ a little per
+    // engine (`… of relation "users" does not exist`, `table users has no column named email`).
+    let (select_error, any_error) = match db.kind {
+        Kind::Postgres => (
+            "column \"email\" does not exist (code 42703)",
+            "column \"email\"",
+        ),
+        Kind::MySql => ("Unknown column 'email'", "Unknown column 'email'"),
+        Kind::Sqlite => ("no such column: email", "column"),
+    };
+    assert!(
+        sqlx["message"].as_str().unwrap().contains(select_error),
+        "{sqlx}"
+    );
+    for f in &fails {
+        assert_eq!(f["class"], "breaking");
+        assert_eq!(f["severity"], "error");
+        assert_eq!(f["allowed"], false);
+        let message = f["message"].as_str().unwrap();
+        assert!(
+            message.contains(any_error) && message.contains("email"),
+            "{f}"
+        );
+        assert!(
+            f["hint"].as_str().unwrap().contains("expand/contract"),
+            "{f}"
+        );
+    }
+    assert!(
+        sqlx["message"].as_str().unwrap().contains("3_rename_email"),
+        "{sqlx}"
+    );
+    assert!(
+        fails
+            .iter()
+            .any(|f| f["object"].as_str().unwrap().ends_with("queries.sql:2")),
+        "{bad}"
+    );
+
+    // Bad input is exit 2, naming the file: missing, or written by sqlx for another database.
+    let missing = p.join("no-such-queries.sql");
+    let out = go(&[
+        "compat",
+        "check",
+        "--old-queries",
+        missing.to_str().unwrap(),
+    ])
+    .expect_code(2);
+    assert!(
+        out.stdout.contains("no-such-queries.sql") || out.stderr.contains("no-such-queries.sql"),
+        "{out:?}"
+    );
+    let other = fixture.join(if db.kind == Kind::Postgres {
+        "mysql"
+    } else {
+        "postgres"
+    });
+    let out = go(&["compat", "check", "--old-queries", other.to_str().unwrap()]).expect_code(2);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(".sqlx/query-") && text.contains("sqlx wrote it for"),
+        "{text}"
+    );
+}
+
+#[test]
+fn old_queries_without_any_database_say_what_to_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = ferry_e2e::example_migrations();
+    let out = run(
+        dir.path(),
+        &[
+            "compat",
+            "check",
+            "--old-queries",
+            "queries.sql",
+            "--migrations",
+            migrations.to_str().unwrap(),
+        ],
+    )
+    .expect_code(2);
+    assert!(
+        out.stderr
+            .contains("old queries are prepared against a real database")
+            && out.stderr.contains("--shadow-url"),
+        "{out:?}"
+    );
+}

@@ -47,6 +47,12 @@ fn help_texts() {
                 .expect_code(0)
                 .stdout
         );
+        insta::assert_snapshot!(
+            "help_compat_check",
+            run(dir.path(), &["compat", "check", "--help"])
+                .expect_code(0)
+                .stdout
+        );
     });
 }
 

@@ -1,6 +1,7 @@
 //! `ferry compat check`: which migrations to check (above `--from`, or those pending on the
 //! configured database), where to prove them (a shadow database on the configured server, or
-//! `--shadow-url`), and the verdict as an exit code.
+//! `--shadow-url`), which of the previous version's queries to prepare there (`--old-queries`),
+//! and the verdict as an exit code.
 
 use ferry_compat::{CheckOptions, Report};
 use ferry_core::{CoreError, DatabaseUrl};
@@ -19,6 +20,7 @@ pub async fn run(
         from,
         shadow_url,
         strict,
+        old_queries,
     } = cmd;
     let settings = settings(global)?;
     let migrations = source::load_dir(&settings.migrations_dir).map_err(MigrateError::from)?;
@@ -27,6 +29,9 @@ pub async fn run(
         None => settings.database_url.clone(),
     };
     let Some(shadow) = shadow else {
+        if old_queries.is_some() {
+            return Err(ferry_compat::CompatError::OldQueriesNeedShadow.into());
+        }
         return Err(CliError::Core(CoreError::BadValue {
             what: "shadow database".into(),
             value: String::new(),
@@ -51,10 +56,20 @@ pub async fn run(
         }
         (None, None) => None,
     };
+    // Loaded before anything connects: a bad query file is invalid input (exit 2), found at once.
+    let old_queries = match &old_queries {
+        Some(path) => ferry_compat::load_old_queries(
+            path,
+            shadow.engine(),
+            std::slice::from_ref(&settings.migrations_dir),
+        )?,
+        None => Vec::new(),
+    };
     let options = CheckOptions {
         engine: shadow.engine(),
         strict,
         shadow_url: Some(shadow),
+        old_queries,
     };
     let report = ferry_compat::check(&migrations, base, &options).await?;
     printer.emit(&report, |r| report_text(r, base));

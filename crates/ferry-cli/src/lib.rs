@@ -119,6 +119,8 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
         CliError::Migrate(e) => migrate_code(e),
         CliError::Compat(e) => match e {
             ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
+            ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
+            ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
             ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
             ferry_compat::CompatError::Migrate(e) => migrate_code(e),
         },

@@ -134,6 +134,11 @@ pub enum CompatCommand {
         /// Also fail on locking and data-loss findings, and on irreversible migrations
         #[arg(long)]
         strict: bool,
+        /// The previous version's queries, prepared (never run) against the migrated shadow
+        /// schema: a .sql file, a sqlx offline query (.sqlx/query-*.json), or a directory of
+        /// both; a query that no longer prepares is breaking
+        #[arg(long, value_name = "PATH", env = "FERRY_COMPAT_OLD_QUERIES")]
+        old_queries: Option<PathBuf>,
     },
 }
 

@@ -12,6 +12,21 @@ pub enum CompatError {
         source: Box<sqlx::Error>,
     },
 
+    /// `--old-queries` input that cannot be used: unreadable, not sqlx's JSON, for another
+    /// engine, or no queries at all.
+    #[error("--old-queries {}: {reason}", path.display())]
+    OldQueries {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    /// Old queries were given without a server to prepare them on.
+    #[error(
+        "old queries are prepared against a real database, and there is none: give a shadow \
+         server (--shadow-url, or --database-url whose server ferry may create a database on)"
+    )]
+    OldQueriesNeedShadow,
+
     #[error(transparent)]
     Core(#[from] ferry_core::CoreError),
 

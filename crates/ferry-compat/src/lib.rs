@@ -27,10 +27,22 @@
 //! again (objects the previous version relied on that disappear or change incompatibly become
 //! `shadow-*` findings, line 0), then reverts them one by one and requires each down to restore
 //! the earlier snapshot exactly (`roundtrip.differences`), then applies them again.
+//!
+//! **The previous version's own queries** ([`CheckOptions::old_queries`], loaded by
+//! [`load_old_queries`] from `.sql` files and sqlx's offline `.sqlx/query-*.json`) are
+//! prepared, never executed, in the shadow database at the base and after each new migration.
+//! The database itself decides whether the old SQL still resolves, so ferry needs no model of
+//! what a query touches, and its message is the database's own error. A query that stops
+//! preparing is an `old-query-fails` finding (breaking) on the first migration after which it
+//! fails, and is not tried again; one that does not prepare even at the base becomes a single
+//! `old-query-invalid-at-base` finding (class `unparsed`) on the first new migration, since the
+//! query file, not the migration, is wrong. For sqlx queries, whose recorded result columns the
+//! old binary decodes by name, a column that disappears is `old-query-columns-changed`.
 
 mod analyze;
 mod error;
 mod model;
+mod queries;
 mod rules;
 mod shadow;
 mod types;
@@ -40,6 +52,7 @@ use serde::Serialize;
 
 pub use error::CompatError;
 pub use ferry_core::{DatabaseUrl, Engine};
+pub use queries::{OldQuery, load as load_old_queries};
 pub use rules::{Class, Rule, Severity};
 
 /// What [`check`] should do besides the static analysis.
@@ -53,6 +66,9 @@ pub struct CheckOptions {
     /// The server to run the dynamic proof on: ferry creates a temporary database there (and
     /// drops it); for SQLite any `sqlite:` URL means a temporary file.
     pub shadow_url: Option<DatabaseUrl>,
+    /// The previous version's queries ([`load_old_queries`]), prepared in the shadow database
+    /// after each new migration; they need [`CheckOptions::shadow_url`].
+    pub old_queries: Vec<OldQuery>,
 }
 
 impl CheckOptions {
@@ -61,6 +77,7 @@ impl CheckOptions {
             engine,
             strict: false,
             shadow_url: None,
+            old_queries: Vec::new(),
         }
     }
 }
@@ -129,9 +146,12 @@ pub async fn check(
 ) -> Result<Report, CompatError> {
     let mut report = check_static(migrations, base_version, options);
     let Some(url) = &options.shadow_url else {
+        if !options.old_queries.is_empty() {
+            return Err(CompatError::OldQueriesNeedShadow);
+        }
         return Ok(report);
     };
-    let proofs = shadow::prove(migrations, base_version, url).await?;
+    let proofs = shadow::prove(migrations, base_version, url, &options.old_queries).await?;
     let by_version: std::collections::HashMap<i64, &Migration> =
         migrations.iter().map(|m| (m.version, m)).collect();
     for m in &mut report.migrations {

@@ -112,6 +112,12 @@ rules! {
         "the shadow database shows an object the previous version relies on is gone: keep it until the previous version is retired (expand/contract)";
     ShadowObjectChanged = "shadow-object-changed", Breaking,
         "the shadow database shows a column the previous version relies on narrowed, became NOT NULL or lost its default: add a new column instead, switch, then drop the old one later";
+    OldQueryFails = "old-query-fails", Breaking,
+        "expand/contract: keep the old column, table or function until the previous version is retired (or add a compatibility view with the old shape), and remove it in a later release";
+    OldQueryColumnsChanged = "old-query-columns-changed", Breaking,
+        "the previous version decodes these result columns by name: keep them (or a compatibility view that still returns them) until the previous version is retired";
+    OldQueryInvalidAtBase = "old-query-invalid-at-base", Unparsed,
+        "the query does not prepare on the schema the previous version runs on, so it was not checked: fix the query file (regenerate `.sqlx/` with `cargo sqlx prepare` on the previous version) or --from";
     Unparsed = "unparsed", Unparsed,
         "ferry could not parse this statement, so it was not analysed; review it by hand";
 }

@@ -2,8 +2,10 @@
 //! to the base, snapshot the catalog, apply each new migration (snapshot after each), then revert
 //! them one by one and require each down to restore the previous snapshot exactly, then apply
 //! them again. Migrations run through `ferry_migrate::Migrator`, exactly as `ferry migrate` runs
-//! them. It never touches the database it was pointed at: it creates its own on that server
-//! (PostgreSQL, MySQL/MariaDB) or a temporary file (SQLite), and drops it afterwards.
+//! them. After the base and after each new migration it also prepares the previous version's
+//! queries (never executing them). It never touches the database it was pointed at: it creates
+//! its own on that server (PostgreSQL, MySQL/MariaDB) or a temporary file (SQLite), and drops it
+//! afterwards. The SQL it sends itself lives only in the per-engine modules.
 
 mod mysql;
 mod postgres;
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 use ferry_core::{DatabaseUrl, Engine};
 use ferry_migrate::{DownTarget, MigrateOptions, Migration, Migrator, Quiet};
 
+use crate::queries::OldQuery;
 use crate::rules::Rule;
 use crate::types::{Change, compare};
 use crate::{CompatError, Finding, Roundtrip};
@@ -104,16 +107,24 @@ impl Shadow {
         }
     }
 
-    async fn snapshot(&self) -> Result<Snapshot, CompatError> {
+    /// The one connection that reads the catalog and prepares old queries for the whole run
+    /// (a connection per snapshot cost more than the snapshot itself).
+    async fn inspector(&self) -> Result<Inspector, CompatError> {
+        let url = self.url.for_driver();
         let r = match self.engine {
-            Engine::Postgres => postgres::snapshot(&self.url.for_driver()).await,
-            Engine::Sqlite => sqlite::snapshot(&self.url.for_driver()).await,
-            Engine::MySql => mysql::snapshot(&self.url.for_driver()).await,
+            Engine::Postgres => postgres::connect(&url).await.map(Conn::Pg),
+            Engine::MySql => mysql::connect(&url).await.map(Conn::MySql),
+            Engine::Sqlite => sqlite::connect(&url).await.map(Conn::Sqlite),
         };
-        r.map_err(shadow_err(
-            "cannot read the shadow database's catalog",
+        let conn = r.map_err(shadow_err(
+            "cannot connect to the shadow database",
             &self.url,
-        ))
+        ))?;
+        Ok(Inspector {
+            conn,
+            snapshots: Default::default(),
+            prepares: Default::default(),
+        })
     }
 
     async fn destroy(self) {
@@ -130,6 +141,202 @@ impl Shadow {
                 let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
             }
         }
+    }
+}
+
+/// A connection to the shadow database for catalog snapshots and for preparing old queries,
+/// with the time spent in each (reported as a `tracing` event: where a slow check goes).
+struct Inspector {
+    conn: Conn,
+    snapshots: (u32, std::time::Duration),
+    prepares: (u32, std::time::Duration),
+}
+
+enum Conn {
+    Pg(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// The outcome of preparing one old query: its result columns, or the database's error.
+type Prepared = Result<Vec<String>, String>;
+
+impl Inspector {
+    async fn snapshot(&mut self, url: &DatabaseUrl) -> Result<Snapshot, CompatError> {
+        let start = std::time::Instant::now();
+        let r = match &mut self.conn {
+            Conn::Pg(c) => postgres::snapshot(c).await,
+            Conn::MySql(c) => mysql::snapshot(c).await,
+            Conn::Sqlite(c) => sqlite::snapshot(c).await,
+        };
+        self.snapshots.0 += 1;
+        self.snapshots.1 += start.elapsed();
+        r.map_err(shadow_err("cannot read the shadow database's catalog", url))
+    }
+
+    /// Prepares (never executes) each query against the current schema. A database error is
+    /// the query's outcome; anything else (I/O, protocol) fails the run.
+    async fn prepare(
+        &mut self,
+        queries: &[&OldQuery],
+        url: &DatabaseUrl,
+    ) -> Result<Vec<Prepared>, CompatError> {
+        let start = std::time::Instant::now();
+        let r = match &mut self.conn {
+            Conn::Pg(c) => prepare_all(c, queries).await,
+            Conn::MySql(c) => prepare_all(c, queries).await,
+            Conn::Sqlite(c) => prepare_all(c, queries).await,
+        };
+        self.prepares.0 += queries.len() as u32;
+        self.prepares.1 += start.elapsed();
+        r.map_err(shadow_err("cannot prepare the old queries", url))
+    }
+
+    async fn close(self) {
+        tracing::debug!(
+            snapshots = self.snapshots.0,
+            snapshot_ms = self.snapshots.1.as_millis() as u64,
+            prepares = self.prepares.0,
+            prepare_ms = self.prepares.1.as_millis() as u64,
+            "compat: shadow inspection"
+        );
+        let r = match self.conn {
+            Conn::Pg(c) => sqlx::Connection::close(c).await,
+            Conn::MySql(c) => sqlx::Connection::close(c).await,
+            Conn::Sqlite(c) => sqlx::Connection::close(c).await,
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "compat: closing the inspection connection");
+        }
+    }
+}
+
+/// `Executor::prepare` is PostgreSQL's Parse/Describe (extended protocol), MySQL's
+/// COM_STMT_PREPARE, SQLite's `sqlite3_prepare_v3`: the server resolves every table, column,
+/// function and type without running anything. sqlx caches prepared statements per SQL text and
+/// would answer from the cache after the schema changed, so the cache is cleared (the
+/// statements closed on the server) after every round.
+async fn prepare_all<C>(conn: &mut C, queries: &[&OldQuery]) -> Result<Vec<Prepared>, sqlx::Error>
+where
+    C: sqlx::Connection,
+    C::Database: sqlx::database::HasStatementCache,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    use sqlx::{Column, Executor, SqlSafeStr, Statement};
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        let sql = sqlx::AssertSqlSafe(q.sql.clone()).into_sql_str();
+        match (&mut *conn).prepare(sql).await {
+            Ok(stmt) => out.push(Ok(stmt
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect())),
+            Err(sqlx::Error::Database(e)) => out.push(Err(match e.code() {
+                Some(code) => format!("{} (code {code})", e.message()),
+                None => e.message().to_string(),
+            })),
+            Err(e) => return Err(e),
+        }
+    }
+    conn.clear_cached_statements().await?;
+    Ok(out)
+}
+
+/// The previous version's queries during the forward pass: which still prepare, and what they
+/// return.
+struct OldQueries<'q> {
+    /// Queries that prepared at the base and after every migration so far, with the result
+    /// columns the previous version decodes (sqlx queries only).
+    live: Vec<(&'q OldQuery, Option<Vec<String>>)>,
+}
+
+impl<'q> OldQueries<'q> {
+    /// Prepares every query at the base. Those that fail there are the query file's fault, not a
+    /// migration's: one non-breaking finding each, returned for the first new migration.
+    async fn at_base(
+        queries: &'q [OldQuery],
+        inspector: &mut Inspector,
+        url: &DatabaseUrl,
+    ) -> Result<(Self, Vec<Finding>), CompatError> {
+        let all: Vec<&OldQuery> = queries.iter().collect();
+        let outcomes = inspector.prepare(&all, url).await?;
+        let mut live = Vec::new();
+        let mut invalid = Vec::new();
+        for (q, outcome) in all.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(columns) => {
+                    // What the previous version decodes: sqlx's recorded columns that the base
+                    // schema really returns (a stale .sqlx file is not a migration's fault).
+                    let decoded = q
+                        .columns
+                        .as_ref()
+                        .map(|c| c.iter().filter(|n| columns.contains(n)).cloned().collect());
+                    live.push((q, decoded));
+                }
+                Err(e) => invalid.push(finding(
+                    Rule::OldQueryInvalidAtBase,
+                    q.source.clone(),
+                    format!(
+                        "old query {} does not prepare even on the schema before the new                          migrations, so it was not checked: {e}",
+                        q.source
+                    ),
+                )),
+            }
+        }
+        Ok((OldQueries { live }, invalid))
+    }
+
+    /// Prepares the queries still live after `label` was applied; the ones that no longer
+    /// prepare (or lost a result column) become breaking findings and are not tried again.
+    async fn after(
+        &mut self,
+        label: &str,
+        inspector: &mut Inspector,
+        url: &DatabaseUrl,
+    ) -> Result<Vec<Finding>, CompatError> {
+        if self.live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queries: Vec<&OldQuery> = self.live.iter().map(|(q, _)| *q).collect();
+        let outcomes = inspector.prepare(&queries, url).await?;
+        let mut findings = Vec::new();
+        let mut still = Vec::new();
+        for ((q, decoded), outcome) in std::mem::take(&mut self.live).into_iter().zip(outcomes) {
+            match outcome {
+                Err(e) => findings.push(finding(
+                    Rule::OldQueryFails,
+                    q.source.clone(),
+                    format!(
+                        "old query {} no longer prepares after {label}: {e}",
+                        q.source
+                    ),
+                )),
+                Ok(columns) => {
+                    let gone: Vec<&String> = decoded
+                        .iter()
+                        .flatten()
+                        .filter(|n| !columns.contains(n))
+                        .collect();
+                    if gone.is_empty() {
+                        still.push((q, decoded));
+                    } else {
+                        let gone: Vec<&str> = gone.iter().map(|s| s.as_str()).collect();
+                        findings.push(finding(
+                            Rule::OldQueryColumnsChanged,
+                            q.source.clone(),
+                            format!(
+                                "old query {} still prepares after {label}, but no longer returns                                  {}, which the previous version decodes",
+                                q.source,
+                                gone.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        self.live = still;
+        Ok(findings)
     }
 }
 
@@ -238,14 +445,104 @@ pub fn differences(before: &Snapshot, after_down: &Snapshot) -> Vec<String> {
     out
 }
 
+/// Whether a query that prepared on `before` may fail to prepare on `after`. Only additions
+/// that cannot change how an existing name resolves are safe to skip: new tables, views,
+/// indexes, constraints, triggers, sequences and types, and the columns of a table or view the
+/// same migration created. A new column on an existing table can make an unqualified name in a
+/// join ambiguous, and a new function can make a call ambiguous, so they count; so does any
+/// removal or change, and a migration the snapshot sees nothing of (it may have changed what
+/// the snapshot does not record).
+pub fn may_break_queries(before: &Snapshot, after: &Snapshot) -> bool {
+    if before == after {
+        return true;
+    }
+    if before.0.iter().any(|(k, v)| after.0.get(k) != Some(v)) {
+        return true;
+    }
+    after
+        .0
+        .keys()
+        .filter(|k| !before.0.contains_key(*k))
+        .any(|key| match object_of(key) {
+            ("column", object) => {
+                let relation = object.rsplit_once('.').map_or(object, |(t, _)| t);
+                let created = |kind: &str| {
+                    let k = format!("{kind} {relation}");
+                    after.0.contains_key(&k) && !before.0.contains_key(&k)
+                };
+                !(created("table") || created("view"))
+            }
+            (
+                "table" | "view" | "index" | "constraint" | "trigger" | "sequence" | "enum"
+                | "check",
+                _,
+            ) => false,
+            (kind, _) => !kind.starts_with("foreign"),
+        })
+}
+
+/// Remembers which migration a multi-step `up` started last, to attribute its error.
+#[derive(Default)]
+struct LastStarted(std::sync::Mutex<String>);
+
+impl ferry_migrate::Observer for LastStarted {
+    fn started(&self, label: &str, _: ferry_migrate::Direction, _: usize, _: usize) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = label.to_string();
+        }
+    }
+}
+
+fn replay_problem(proofs: &mut BTreeMap<i64, Proof>, version: i64, problem: String) {
+    let rt = proofs
+        .entry(version)
+        .or_default()
+        .roundtrip
+        .get_or_insert(Roundtrip {
+            ok: Some(false),
+            differences: Vec::new(),
+        });
+    rt.ok = Some(false);
+    rt.differences.push(problem);
+}
+
+/// Where the schema after a replay differs from the first pass: `forward[0]` is the schema
+/// before the first replayed migration and `forward[i + 1]` the one after migration `i`. Each
+/// differing key goes to the last migration that touched it in the first pass (the one whose
+/// up built it), or to the last migration when none did. Returns (migration index, keys).
+pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usize, Vec<String>)> {
+    let Some(last) = forward.last() else {
+        return Vec::new();
+    };
+    let n = forward.len() - 1;
+    let mut keys: Vec<&String> = last
+        .0
+        .keys()
+        .filter(|k| replayed.0.get(*k) != last.0.get(*k))
+        .chain(replayed.0.keys().filter(|k| !last.0.contains_key(*k)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for key in keys {
+        let owner = (0..n)
+            .rev()
+            .find(|&i| forward[i].0.get(key) != forward[i + 1].0.get(key))
+            .unwrap_or(n.saturating_sub(1));
+        by.entry(owner).or_default().push(key.clone());
+    }
+    by.into_iter().collect()
+}
+
 /// Runs the proof. Returns one [`Proof`] per new migration, in version order.
 pub async fn prove(
     migrations: &[Migration],
     base_version: Option<i64>,
     server: &DatabaseUrl,
+    old_queries: &[OldQuery],
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
     let shadow = Shadow::create(server).await?;
-    let result = run(&shadow, migrations, base_version).await;
+    let result = run(&shadow, migrations, base_version, old_queries).await;
     shadow.destroy().await;
     result
 }
@@ -254,6 +551,39 @@ async fn run(
     shadow: &Shadow,
     migrations: &[Migration],
     base_version: Option<i64>,
+    old_queries: &[OldQuery],
+) -> Result<BTreeMap<i64, Proof>, CompatError> {
+    let mut driver = ferry_migrate::connect(&shadow.url).await?;
+    // After the driver: it creates SQLite's file.
+    let mut inspector = shadow.inspector().await?;
+    let start = std::time::Instant::now();
+    let result = run_with(
+        shadow,
+        &mut driver,
+        &mut inspector,
+        migrations,
+        base_version,
+        old_queries,
+    )
+    .await;
+    tracing::debug!(
+        total_ms = start.elapsed().as_millis() as u64,
+        "compat: shadow run"
+    );
+    inspector.close().await;
+    let closed = driver.close().await;
+    let proofs = result?;
+    closed?;
+    Ok(proofs)
+}
+
+async fn run_with(
+    shadow: &Shadow,
+    driver: &mut Box<dyn ferry_migrate::Driver>,
+    inspector: &mut Inspector,
+    migrations: &[Migration],
+    base_version: Option<i64>,
+    old_queries: &[OldQuery],
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
     let migrator = Migrator::new(migrations.to_vec(), MigrateOptions::default());
     let base = base_version.unwrap_or(0);
@@ -264,13 +594,17 @@ async fn run(
         .collect();
     let mut proofs: BTreeMap<i64, Proof> =
         new.iter().map(|m| (m.version, Proof::default())).collect();
-    let mut driver = ferry_migrate::connect(&shadow.url).await?;
+    let url = &shadow.url;
     if base_version.is_some() {
         migrator
             .up(driver.as_mut(), Some(base), false, &Quiet)
             .await?;
     }
-    let base_snap = shadow.snapshot().await?;
+    let base_snap = inspector.snapshot(url).await?;
+    let (mut queries, invalid) = OldQueries::at_base(old_queries, inspector, url).await?;
+    if let Some(first) = new.first() {
+        proofs.entry(first.version).or_default().findings = invalid;
+    }
     // Up, one at a time, snapshot after each.
     let mut snaps = vec![base_snap.clone()];
     let mut applied = 0;
@@ -289,9 +623,13 @@ async fn run(
             failed = Some(m.label());
             break;
         }
-        let snap = shadow.snapshot().await?;
+        let snap = inspector.snapshot(url).await?;
         let prev = snaps.last().unwrap_or(&base_snap);
-        proofs.entry(m.version).or_default().findings = incompatibilities(&base_snap, prev, &snap);
+        let mut found = incompatibilities(&base_snap, prev, &snap);
+        if may_break_queries(prev, &snap) {
+            found.extend(queries.after(&m.label(), inspector, url).await?);
+        }
+        proofs.entry(m.version).or_default().findings.extend(found);
         snaps.push(snap);
         applied += 1;
     }
@@ -305,7 +643,6 @@ async fn run(
                 )],
             });
         }
-        driver.close().await?;
         return Ok(proofs);
     }
     // Down, newest first: each must restore the snapshot before its up.
@@ -335,7 +672,7 @@ async fn run(
             });
             break;
         }
-        let after = shadow.snapshot().await?;
+        let after = inspector.snapshot(url).await?;
         let diffs = differences(&snaps[i], &after);
         proof.roundtrip = Some(Roundtrip {
             ok: Some(diffs.is_empty()),
@@ -350,36 +687,111 @@ async fn run(
         }
     }
     // Replay: after clean downs, the reverted migrations must apply again, to the same schema.
+    // One snapshot after the whole replay, not one per step: the replay is rarely wrong, and
+    // when it is, the forward snapshots say which migration owns each differing object.
+    // One `up` for the whole replay too (the lock and history reads are per call).
     if clean && reverted_to < applied {
-        for (i, m) in new.iter().enumerate().take(applied).skip(reverted_to) {
-            let outcome = migrator
-                .up(driver.as_mut(), Some(m.version), false, &Quiet)
-                .await;
-            let problem = match outcome {
-                Err(e) => Some(format!("up fails when replayed after down: {e}")),
-                Ok(_) => {
-                    let snap = shadow.snapshot().await?;
-                    (snap != snaps[i + 1]).then(|| {
-                        "up replayed after down builds a different schema than the first time"
-                            .to_string()
-                    })
-                }
-            };
-            if let Some(p) = problem {
-                let rt = proofs
-                    .entry(m.version)
-                    .or_default()
-                    .roundtrip
-                    .get_or_insert(Roundtrip {
-                        ok: Some(false),
-                        differences: Vec::new(),
-                    });
-                rt.ok = Some(false);
-                rt.differences.push(p);
-                break;
+        let last = LastStarted::default();
+        let outcome = migrator
+            .up(
+                driver.as_mut(),
+                Some(new[applied - 1].version),
+                false,
+                &last,
+            )
+            .await;
+        if let Err(e) = outcome {
+            let label = last.0.lock().map(|l| l.clone()).unwrap_or_default();
+            let failed = new
+                .iter()
+                .find(|m| m.label() == label)
+                .unwrap_or(&new[applied - 1]);
+            replay_problem(
+                &mut proofs,
+                failed.version,
+                format!("up fails when replayed after down: {e}"),
+            );
+        } else {
+            let snap = inspector.snapshot(url).await?;
+            for (i, keys) in replay_differences(&snaps[reverted_to..=applied], &snap) {
+                replay_problem(
+                    &mut proofs,
+                    new[reverted_to + i].version,
+                    format!(
+                        "up replayed after down builds a different schema than the first time: {}",
+                        keys.join(", ")
+                    ),
+                );
             }
         }
     }
-    driver.close().await?;
     Ok(proofs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(pairs: &[(&str, &str)]) -> Snapshot {
+        Snapshot(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn only_safe_additions_skip_preparing_old_queries() {
+        let base = snap(&[("table users", ""), ("column users.id", "integer||")]);
+        let new_table = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("table tags", ""),
+            ("column tags.id", "integer||"),
+            ("index tags_pkey", "CREATE UNIQUE INDEX …"),
+            ("foreign key tags.fk", "users"),
+        ]);
+        assert!(!may_break_queries(&base, &new_table));
+        let new_column = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("column users.name", "text||"),
+        ]);
+        assert!(may_break_queries(&base, &new_column), "ambiguity in joins");
+        let changed = snap(&[("table users", ""), ("column users.id", "bigint||")]);
+        assert!(may_break_queries(&base, &changed));
+        let dropped = snap(&[("table users", "")]);
+        assert!(may_break_queries(&base, &dropped));
+        let function = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("function f(integer)", "…"),
+        ]);
+        assert!(may_break_queries(&base, &function), "overloads");
+        assert!(may_break_queries(&base, &base), "unseen changes");
+    }
+
+    #[test]
+    fn replay_differences_go_to_the_migration_that_built_the_object() {
+        let s0 = snap(&[("table a", "")]);
+        let s1 = snap(&[("table a", ""), ("index a_x", "x")]);
+        let s2 = snap(&[("table a", ""), ("index a_x", "x"), ("table b", "")]);
+        assert!(replay_differences(&[s0.clone(), s1.clone(), s2.clone()], &s2).is_empty());
+        let replayed = snap(&[("table a", ""), ("index a_x", "y"), ("table b", "")]);
+        assert_eq!(
+            replay_differences(&[s0.clone(), s1.clone(), s2.clone()], &replayed),
+            [(0, vec!["index a_x".to_string()])]
+        );
+        let extra = snap(&[
+            ("table a", ""),
+            ("index a_x", "x"),
+            ("table b", ""),
+            ("table c", ""),
+        ]);
+        assert_eq!(
+            replay_differences(&[s0, s1, s2], &extra),
+            [(1, vec!["table c".to_string()])]
+        );
+    }
 }

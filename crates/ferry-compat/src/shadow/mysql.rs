@@ -36,14 +36,17 @@ const QUERIES: &[&str] = &[
      FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()",
 ];
 
-pub async fn snapshot(url: &str) -> Result<Snapshot, sqlx::Error> {
-    let mut conn = MySqlConnection::connect(url).await?;
+/// The connection snapshots and old queries use, kept open for the whole shadow run.
+pub async fn connect(url: &str) -> Result<MySqlConnection, sqlx::Error> {
+    MySqlConnection::connect(url).await
+}
+
+pub async fn snapshot(conn: &mut MySqlConnection) -> Result<Snapshot, sqlx::Error> {
     let mut snap = Snapshot::default();
     for q in QUERIES {
-        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut conn).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut *conn).await?;
         snap.0.extend(rows);
     }
-    conn.close().await?;
     Ok(snap)
 }
 

@@ -36,14 +36,17 @@ const QUERIES: &[&str] = &[
      FROM pg_sequences WHERE schemaname = current_schema()",
 ];
 
-pub async fn snapshot(url: &str) -> Result<Snapshot, sqlx::Error> {
-    let mut conn = PgConnection::connect(url).await?;
+/// The connection snapshots and old queries use, kept open for the whole shadow run.
+pub async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
+    PgConnection::connect(url).await
+}
+
+pub async fn snapshot(conn: &mut PgConnection) -> Result<Snapshot, sqlx::Error> {
     let mut snap = Snapshot::default();
     for q in QUERIES {
-        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut conn).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut *conn).await?;
         snap.0.extend(rows);
     }
-    conn.close().await?;
     Ok(snap)
 }
 

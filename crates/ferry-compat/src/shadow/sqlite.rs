@@ -22,17 +22,20 @@ const QUERIES: &[&str] = &[
      WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
 ];
 
-pub async fn snapshot(url: &str) -> Result<Snapshot, sqlx::Error> {
-    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::from_str(url)?).await?;
+/// The connection snapshots and old queries use, kept open for the whole shadow run.
+pub async fn connect(url: &str) -> Result<SqliteConnection, sqlx::Error> {
+    SqliteConnection::connect_with(&SqliteConnectOptions::from_str(url)?).await
+}
+
+pub async fn snapshot(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
     let mut snap = Snapshot::default();
     for q in QUERIES {
-        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut conn).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut *conn).await?;
         for (k, v) in rows {
             // Whitespace in stored DDL text is not a difference.
             snap.0
                 .insert(k, v.split_whitespace().collect::<Vec<_>>().join(" "));
         }
     }
-    conn.close().await?;
     Ok(snap)
 }

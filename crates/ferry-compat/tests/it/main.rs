@@ -1,2 +1,3 @@
 mod corpus;
+mod old_queries;
 mod shadow;

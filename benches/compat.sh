@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Benchmark: `ferry compat check` (all three layers) against a plain `ferry migrate up` of the
+# same migrations, on PostgreSQL.
+#
+#   bash benches/compat.sh
+#
+# A benchmark, not a test: run it by hand. Two migration sets, each timed both ways in one run:
+#   generated  the example app's migrations + BASE generated tables (the deployed version), then
+#              N generated paired migrations (the release being checked): a mix of CREATE TABLE,
+#              ADD COLUMN (nullable), ADD COLUMN with a constant DEFAULT, CREATE INDEX
+#              CONCURRENTLY (no-transaction), CREATE VIEW, CREATE TABLE with a foreign key, each
+#              with a correct down
+#   example    the example app's migrations/ alone, the first one deployed
+# For each set:
+#   up     `ferry migrate up` of the whole set into a freshly created, empty database
+#   check  `ferry compat check --from <deployed version> --old-queries Q --output json`: static
+#          analysis; the shadow proof (apply the deployed migrations, then for each new one: up,
+#          snapshot, prepare every old query; then down and compare, then up again); the old
+#          queries are a few dozen SELECT/INSERT/UPDATE statements with parameters against the
+#          deployed tables
+# The figure is check / up of the medians; the target (issue 4) is at most 3.
+# Results go to stdout and to benches/results/compat-<UTC date-time>.json.
+#
+# Environment (all optional):
+#   N=300                  generated migrations to check
+#   BASE=20                generated tables already deployed (the old queries use them)
+#   RUNS=3                 timed runs per contender
+#   FERRY_BENCH_PG=postgres://postgres@127.0.0.1:5432
+#                          server URL; a database path in it is ignored, query parameters are
+#                          kept. The bench creates and drops ferry_bench_compat_<pid>; the check
+#                          creates and drops its own shadow databases on the same server.
+#   SKIP_BUILD=1           use the existing release binary without building it
+#   FERRY_BIN=PATH         time this ferry binary instead (implies SKIP_BUILD=1)
+#   RUST_LOG=ferry_compat=debug   also print where the check's time went (snapshots, prepares)
+#
+# Needs: bash, psql, jq, cargo (to build ferry), awk.
+set -euo pipefail
+
+N="${N:-300}"
+BASE="${BASE:-20}"
+RUNS="${RUNS:-3}"
+PG_INPUT="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS_DIR="$ROOT/benches/results"
+
+die() { echo "compat.sh: $*" >&2; exit 1; }
+log() { echo "==> $*" >&2; }
+
+[[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
+[[ "$BASE" =~ ^[1-9][0-9]*$ ]] || die "BASE must be a positive integer, got '$BASE'"
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, got '$RUNS'"
+command -v psql >/dev/null || die "psql not found (needed to create databases)"
+command -v jq >/dev/null || die "jq not found (needed to verify the check's report)"
+
+if [[ "$PG_INPUT" =~ ^(postgres(ql)?://[^/?]+)(/[^?]*)?(\?.*)?$ ]]; then
+  PG_BASE="${BASH_REMATCH[1]}"
+  PG_QUERY="${BASH_REMATCH[4]}"
+else
+  die "FERRY_BENCH_PG must look like postgres://user@host:port, got '$PG_INPUT'"
+fi
+db_url() { printf '%s/%s%s' "$PG_BASE" "$1" "$PG_QUERY"; }
+ADMIN_URL="$(db_url postgres)"
+
+# --- scratch space and cleanup --------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench-compat.XXXXXX")"
+DB="ferry_bench_compat_$$"
+CONNECTED=0
+cleanup() {
+  local rc=$?
+  if [[ "$CONNECTED" == 1 ]]; then
+    psql -X -q -d "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 \
+      || echo "compat.sh: warning: could not drop $DB" >&2
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+psql -X -q -d "$ADMIN_URL" -c 'SELECT 1' >/dev/null \
+  || die "cannot connect to PostgreSQL at $ADMIN_URL (set FERRY_BENCH_PG)"
+CONNECTED=1
+PG_VERSION="$(psql -X -A -t -q -d "$ADMIN_URL" -c 'SHOW server_version')"
+
+# --- 1. the migration sets and the old queries ----------------------------------------------
+GEN="$WORK/generated"
+EXAMPLE="$WORK/example"
+mkdir -p "$GEN" "$EXAMPLE"
+cp "$ROOT"/migrations/*.sql "$GEN"/
+cp "$ROOT"/migrations/*.sql "$EXAMPLE"/
+EXAMPLE_FIRST="$(find "$ROOT/migrations" -name '*.up.sql' -printf '%f\n' | sort | head -n1 | cut -d_ -f1)"
+EXAMPLE_COUNT="$(find "$ROOT/migrations" -name '*.up.sql' | wc -l)"
+
+log "generating $BASE deployed + $N new paired migrations in $GEN"
+# Versions after the example's (2024...): 30000000000001, ... One awk writes every file.
+awk -v n="$N" -v b="$BASE" -v dir="$GEN" -v q="$WORK/generated-queries.sql" 'BEGIN {
+  v0 = 30000000000000
+  for (i = 1; i <= b; i++) {
+    f = sprintf("%s/%d_base_%d", dir, v0 + i, i)
+    printf "CREATE TABLE b_%d (\n    id bigint PRIMARY KEY,\n    name text NOT NULL,\n    email text,\n    created_at timestamptz NOT NULL DEFAULT now()\n);\n", i > (f ".up.sql"); close(f ".up.sql")
+    printf "DROP TABLE b_%d;\n", i > (f ".down.sql"); close(f ".down.sql")
+    # Two old queries per deployed table, with parameters.
+    printf "SELECT id, name, email, created_at FROM b_%d WHERE id = $1;\n", i > q
+    printf "INSERT INTO b_%d (id, name, email) VALUES ($1, $2, $3);\n", i > q
+  }
+  printf "UPDATE users SET display_name = $1 WHERE id = $2;\n" > q
+  printf "SELECT o.id, o.total_cents, u.email FROM orders o JOIN users u ON u.id = o.user_id WHERE o.status = $1;\n" > q
+  close(q)
+  print v0 + b > (dir "/.base"); close(dir "/.base")
+  for (i = 1; i <= n; i++) {
+    v = v0 + b + i
+    k = (i % b) + 1
+    kind = i % 6
+    if (kind == 0) {
+      f = sprintf("%s/%d_create_n_%d", dir, v, i)
+      up = sprintf("CREATE TABLE n_%d (\n    id bigint PRIMARY KEY,\n    label text NOT NULL,\n    created_at timestamptz NOT NULL DEFAULT now()\n);\n", i)
+      down = sprintf("DROP TABLE n_%d;\n", i)
+    } else if (kind == 1) {
+      f = sprintf("%s/%d_add_b_%d_c_%d", dir, v, k, i)
+      up = sprintf("ALTER TABLE b_%d ADD COLUMN c_%d text;\n", k, i)
+      down = sprintf("ALTER TABLE b_%d DROP COLUMN c_%d;\n", k, i)
+    } else if (kind == 2) {
+      f = sprintf("%s/%d_add_b_%d_d_%d", dir, v, k, i)
+      up = sprintf("ALTER TABLE b_%d ADD COLUMN d_%d integer NOT NULL DEFAULT 0;\n", k, i)
+      down = sprintf("ALTER TABLE b_%d DROP COLUMN d_%d;\n", k, i)
+    } else if (kind == 3) {
+      f = sprintf("%s/%d_index_b_%d_%d", dir, v, k, i)
+      up = sprintf("-- ferry:no-transaction\nCREATE INDEX CONCURRENTLY b_%d_name_%d ON b_%d (name);\n", k, i, k)
+      down = sprintf("-- ferry:no-transaction\nDROP INDEX CONCURRENTLY b_%d_name_%d;\n", k, i)
+    } else if (kind == 4) {
+      f = sprintf("%s/%d_view_v_%d", dir, v, i)
+      up = sprintf("CREATE VIEW v_%d AS SELECT id, name FROM b_%d;\n", i, k)
+      down = sprintf("DROP VIEW v_%d;\n", i)
+    } else {
+      f = sprintf("%s/%d_create_n_%d_fk", dir, v, i)
+      up = sprintf("CREATE TABLE n_%d (\n    id bigint PRIMARY KEY,\n    b_id bigint NOT NULL REFERENCES b_%d (id),\n    note text\n);\nCREATE INDEX n_%d_b_id ON n_%d (b_id);\n", i, k, i, i)
+      down = sprintf("DROP TABLE n_%d;\n", i)
+    }
+    printf "%s", up > (f ".up.sql"); close(f ".up.sql")
+    printf "%s", down > (f ".down.sql"); close(f ".down.sql")
+  }
+}'
+GEN_BASE="$(cat "$GEN/.base")"; rm "$GEN/.base"
+GEN_TOTAL="$(find "$GEN" -name '*.up.sql' | wc -l)"
+[[ "$GEN_TOTAL" -eq $((N + BASE + EXAMPLE_COUNT)) ]] || die "generation wrote the wrong number of files"
+GEN_QUERIES="$(grep -c ';' "$WORK/generated-queries.sql")"
+
+cat >"$WORK/example-queries.sql" <<'SQL'
+-- The example app's previous version: it only knew the users table.
+SELECT id, email, created_at FROM users WHERE id = $1;
+SELECT id, email FROM users WHERE email = $1;
+INSERT INTO users (id, email) VALUES ($1, $2);
+UPDATE users SET email = $1 WHERE id = $2;
+DELETE FROM users WHERE id = $1;
+SQL
+
+# --- 2. ferry -----------------------------------------------------------------------------
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+if [[ -n "${FERRY_BIN:-}" ]]; then
+  SKIP_BUILD=1
+else
+  FERRY_BIN="$TARGET_DIR/release/ferry"
+fi
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "building ferry: cargo build --release -p ferry-cli"
+  (cd "$ROOT" && cargo build --release -p ferry-cli)
+fi
+[[ -x "$FERRY_BIN" ]] || die "no ferry binary at $FERRY_BIN"
+FERRY_VERSION="$("$FERRY_BIN" --version 2>/dev/null | head -n1 || true)"
+
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '0 0 0')"
+log "PostgreSQL $PG_VERSION, $RUNS runs each, load average $LOAD_START on $(nproc) cores"
+if awk -v l="${LOAD_START%% *}" -v c="$(nproc)" 'BEGIN { exit !(l > c / 2) }'; then
+  log "warning: the machine is busy; expect noisy figures"
+fi
+
+CAN_CHECKPOINT=0
+if psql -X -q -d "$ADMIN_URL" -c CHECKPOINT >/dev/null 2>&1; then CAN_CHECKPOINT=1; fi
+# Before every run: an empty database for `up`, and a CHECKPOINT so that the previous run's
+# dirty buffers are not flushed during this one.
+prepare_run() {
+  psql -X -q -v ON_ERROR_STOP=1 -d "$ADMIN_URL" -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+  if [[ "$CAN_CHECKPOINT" == 1 ]]; then psql -X -q -d "$ADMIN_URL" -c CHECKPOINT >/dev/null; fi
+}
+
+stats() {
+  sort -g | awk '{ a[NR] = $1 } END {
+    if (NR == 0) exit 1
+    med = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+    printf "%.6f %.6f %.6f\n", med, a[1], a[NR]
+  }'
+}
+
+# time_runs NAME CMD...: runs CMD RUNS times from the scratch dir, prints "median min max".
+time_runs() {
+  local name="$1"; shift
+  local times="$WORK/$name.times"
+  : >"$times"
+  for ((r = 1; r <= RUNS; r++)); do
+    prepare_run
+    local t0 t1
+    t0="$(date +%s.%N)"
+    if ! (cd "$WORK" && "$@") >"$WORK/$name.out" 2>"$WORK/$name.err"; then
+      cat "$WORK/$name.out" "$WORK/$name.err" >&2
+      die "$name failed on run $r"
+    fi
+    t1="$(date +%s.%N)"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' | tee -a "$times" \
+      | sed "s/^/    $name run $r: /;s/\$/ s/" >&2
+  done
+  stats <"$times"
+}
+
+# verify_check NAME EXPECTED_MIGRATIONS: the last report proved every migration and found
+# nothing breaking (so the check did all its work and the set is a fair one).
+verify_check() {
+  local out="$WORK/$1.out" want="$2"
+  jq -e --argjson n "$want" '.compatible == true and (.migrations | length) == $n
+      and all(.migrations[]; .roundtrip.ok == true)
+      and all(.migrations[].findings[]; .rule != "old-query-invalid-at-base")' "$out" >/dev/null \
+    || { jq -c '.migrations[] | select(.compatible != true or .roundtrip.ok != true or (.findings | length) > 0)' "$out" | head -n 5 >&2
+         die "$1: the report is not a clean proof of $want migrations"; }
+}
+
+verify_up() {
+  local want="$1" got
+  got="$(psql -X -A -t -q -d "$(db_url "$DB")" -c "SELECT count(*) FROM ferry_migrations WHERE success")"
+  [[ "$got" -eq "$want" ]] || die "up: expected $want applied migrations, found $got"
+}
+
+declare -A MED MIN MAX
+measure() { # measure SET DIR FROM QUERIES EXPECTED_TOTAL EXPECTED_CHECKED
+  local set="$1" dir="$2" from="$3" queries="$4" total="$5" checked="$6"
+  log "$set: migrate up of $total migrations"
+  read -r MED[$set.up] MIN[$set.up] MAX[$set.up] < <(time_runs "$set-up" \
+    "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$dir" --output json)
+  verify_up "$total"
+  log "$set: compat check of $checked migrations above $from, $(grep -c ';' "$queries") old queries"
+  read -r MED[$set.check] MIN[$set.check] MAX[$set.check] < <(time_runs "$set-check" \
+    "$FERRY_BIN" compat check --from "$from" --shadow-url "$(db_url postgres)" \
+      --migrations "$dir" --old-queries "$queries" --output json)
+  verify_check "$set-check" "$checked"
+  grep -h 'compat: shadow' "$WORK/$set-check.err" | sed 's/^/    last run: /' >&2 || true
+}
+
+measure generated "$GEN" "$GEN_BASE" "$WORK/generated-queries.sql" "$GEN_TOTAL" "$N"
+measure example "$EXAMPLE" "$EXAMPLE_FIRST" "$WORK/example-queries.sql" "$EXAMPLE_COUNT" $((EXAMPLE_COUNT - 1))
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '0 0 0')"
+
+# --- 3. report ------------------------------------------------------------------------------
+ratio() { awk -v a="${MED[$1.check]}" -v b="${MED[$1.up]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
+R_GEN="$(ratio generated)"
+R_EX="$(ratio example)"
+
+echo
+echo "compat check vs migrate up, PostgreSQL $PG_VERSION, median of $RUNS runs"
+echo "load average: $LOAD_START at the start, $LOAD_END at the end ($(nproc) cores)"
+printf '%-20s %10s %10s %10s\n' "" median_s min_s max_s
+for s in generated example; do
+  for c in up check; do
+    printf '%-20s %10.3f %10.3f %10.3f\n' "$s $c" "${MED[$s.$c]}" "${MIN[$s.$c]}" "${MAX[$s.$c]}"
+  done
+done
+printf 'check / up, generated (%s + %s deployed, %s old queries): %s (target <= 3)\n' \
+  "$N" "$((BASE + EXAMPLE_COUNT))" "$GEN_QUERIES" "$R_GEN"
+printf 'check / up, example (%s migrations): %s\n' "$EXAMPLE_COUNT" "$R_EX"
+
+json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+mkdir -p "$RESULTS_DIR"
+STAMP="$(date -u +%Y-%m-%dT%H%M%SZ)"
+OUT="$RESULTS_DIR/compat-$STAMP.json"
+entry() { printf '{"median_s": %s, "min_s": %s, "max_s": %s}' "${MED[$1]}" "${MIN[$1]}" "${MAX[$1]}"; }
+{
+  printf '{\n'
+  printf '  "benchmark": "compat-check-vs-migrate-up",\n'
+  printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  printf '  "runs": %s,\n' "$RUNS"
+  printf '  "host": {"cores": %s, "kernel": %s, "loadavg_start": %s, "loadavg_end": %s},\n' \
+    "$(nproc)" "$(json_str "$(uname -sr)")" "$(json_str "$LOAD_START")" "$(json_str "$LOAD_END")"
+  printf '  "postgres_version": %s,\n' "$(json_str "$PG_VERSION")"
+  printf '  "ferry_version": %s,\n' "$(json_str "$FERRY_VERSION")"
+  printf '  "generated": {"checked_migrations": %s, "deployed_migrations": %s, "old_queries": %s,\n' \
+    "$N" "$((BASE + EXAMPLE_COUNT))" "$GEN_QUERIES"
+  printf '    "up": %s,\n    "check": %s,\n    "check_over_up": %s},\n' \
+    "$(entry generated.up)" "$(entry generated.check)" "$R_GEN"
+  printf '  "example": {"checked_migrations": %s, "deployed_migrations": 1, "old_queries": %s,\n' \
+    "$((EXAMPLE_COUNT - 1))" "$(grep -c ';' "$WORK/example-queries.sql")"
+  printf '    "up": %s,\n    "check": %s,\n    "check_over_up": %s},\n' \
+    "$(entry example.up)" "$(entry example.check)" "$R_EX"
+  printf '  "target_check_over_up": 3\n'
+  printf '}\n'
+} >"$OUT"
+echo "wrote ${OUT#"$ROOT"/}"
