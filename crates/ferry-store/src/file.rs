@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::{
     BoxFut, ByteStream, ObjectMeta, ObjectStore, PARTIAL, PutMode, Result, ServerCopy, StoreError,
 };
@@ -72,25 +70,13 @@ impl FileStore {
 }
 
 /// Copies `src` to `temp` in the kernel (`copy_file_range`, a reflink where the filesystem
-/// has them), syncs it and hashes the copy: the bytes never pass through a userspace buffer
-/// on the way, only on the read-back that proves them.
-fn copy_and_hash(src: &Path, temp: &Path) -> std::io::Result<(u64, [u8; 32])> {
-    use std::io::Read;
-    std::fs::copy(src, temp)?;
-    let mut file = std::fs::File::open(temp)?;
-    file.sync_all()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hasher.finalize().into()))
+/// has them) and syncs it, then returns the copy's SHA-256 and size: the bytes never pass
+/// through a userspace buffer on the way, only on the read-back that proves them.
+async fn copy_and_hash(src: &Path, temp: &Path) -> std::io::Result<([u8; 32], u64)> {
+    tokio::fs::copy(src, temp).await?;
+    let mut copy = tokio::fs::File::open(temp).await?;
+    copy.sync_all().await?;
+    crate::hash_stream(&mut copy).await
 }
 
 impl ObjectStore for FileStore {
@@ -121,13 +107,9 @@ impl ObjectStore for FileStore {
                     .map_err(|e| StoreError::io(dest_key, e))?;
             }
             let temp = Self::temp_beside(&target);
-            let (src2, temp2) = (src.clone(), temp.clone());
-            let copied = tokio::task::spawn_blocking(move || copy_and_hash(&src2, &temp2))
-                .await
-                .map_err(|e| StoreError::io(dest_key, std::io::Error::other(e)));
-            let (size, actual) = match copied {
-                Ok(Ok(done)) => done,
-                Ok(Err(e)) => {
+            let (actual, size) = match copy_and_hash(&src, &temp).await {
+                Ok(done) => done,
+                Err(e) => {
                     let _ = tokio::fs::remove_file(&temp).await;
                     if e.kind() == std::io::ErrorKind::NotFound && !src.exists() {
                         return Err(StoreError::NotFound {
@@ -135,10 +117,6 @@ impl ObjectStore for FileStore {
                         });
                     }
                     return Err(StoreError::io(dest_key, e));
-                }
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&temp).await;
-                    return Err(e);
                 }
             };
             if actual != sha256 {

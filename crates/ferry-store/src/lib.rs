@@ -125,6 +125,26 @@ pub trait ObjectStore: Send + Sync {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// Reads `body` to its end: its SHA-256 and length (how a server-side copy is re-read when
+/// the server does not prove it).
+pub(crate) async fn hash_stream<R: AsyncRead + Unpin + ?Sized>(
+    body: &mut R,
+) -> std::io::Result<([u8; 32], u64)> {
+    use sha2::{Digest as _, Sha256};
+    use tokio::io::AsyncReadExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let read = body.read(&mut buf).await?;
+        if read == 0 {
+            return Ok((hasher.finalize().into(), n));
+        }
+        hasher.update(&buf[..read]);
+        n += read as u64;
+    }
+}
+
 /// Hex of a SHA-256, for messages.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -458,7 +458,7 @@ impl ObjectStore for S3Store {
                     // copy back and hash it.
                     None => {
                         let mut body = dest.get_stream(&staging_key).await?;
-                        let (sum, n) = hash_stream(&mut body)
+                        let (sum, n) = crate::hash_stream(&mut body)
                             .await
                             .map_err(|e| StoreError::io(&staging_key, e))?;
                         (sum.to_vec(), n)
@@ -677,21 +677,6 @@ fn copy_source(bucket: &str, s3_key: &str) -> String {
         }
     }
     out
-}
-
-async fn hash_stream(body: &mut ByteStream) -> std::io::Result<([u8; 32], u64)> {
-    use sha2::{Digest as _, Sha256};
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let read = body.read(&mut buf).await?;
-        if read == 0 {
-            return Ok((hasher.finalize().into(), n));
-        }
-        hasher.update(&buf[..read]);
-        n += read as u64;
-    }
 }
 
 /// The size of part `number` (1-based): the first size (at least 5 MiB), doubled after every

@@ -13,3 +13,4 @@
 pub mod db;
 pub mod registry;
 pub mod s3;
+mod server;

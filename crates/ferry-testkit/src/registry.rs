@@ -4,15 +4,11 @@
 //! client, to push a small image and to check what ferry did.
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-const START_DEADLINE: Duration = Duration::from_secs(60);
 const ENV_VAR: &str = "FERRY_TEST_REGISTRY";
 const INSTALL: &str = "apt-get install -y docker-registry apache2-utils";
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -38,23 +34,17 @@ pub struct Image {
 }
 
 fn binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(ENV_VAR).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("docker-registry"))
-        .find(|p| p.is_file());
-    on_path.or_else(|| Some(PathBuf::from("/usr/bin/docker-registry")).filter(|p| p.is_file()))
+    crate::server::find_binary(
+        ENV_VAR,
+        "docker-registry",
+        &[PathBuf::from("/usr/bin/docker-registry")],
+    )
 }
 
 fn missing(what: &str) -> Option<Registry> {
-    let msg = format!("{what}; install it with `{INSTALL}` (or set {ENV_VAR} to the binary)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED (no server): {msg}");
+    crate::server::missing(&format!(
+        "{what}; install it with `{INSTALL}` (or set {ENV_VAR} to the binary)"
+    ));
     None
 }
 
@@ -81,10 +71,8 @@ impl Registry {
                 path.display()
             );
         }
-        // Hold one lock from choosing the port until the registry listens (see s3.rs).
-        static SPAWNING: Mutex<()> = Mutex::new(());
-        let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
-        let port = free_port();
+        let _spawning = crate::server::spawning();
+        let port = crate::server::free_port();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: ferry-test-secret\n{auth_yaml}",
             dir.path().join("data").display()
@@ -117,26 +105,14 @@ impl Registry {
     }
 
     fn wait_until_listening(&mut self) {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "docker-registry exited ({status}) before listening on {addr}; its log:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "docker-registry did not listen on {addr} within {START_DEADLINE:?}; its log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (port, log) = (self.port, self.dir.path().join("log"));
+        let child = &mut self.child;
+        crate::server::wait_until_listening(
+            "docker-registry",
+            port,
+            || child.try_wait().ok().flatten(),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
     }
 
     pub fn log(&self) -> String {
@@ -347,13 +323,6 @@ fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
     out.extend_from_slice(content);
     out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
     out
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 #[cfg(test)]

@@ -3,11 +3,9 @@
 //! and multipart ETags). Each runs on a free port with a temporary directory and is killed when
 //! its handle drops.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use ferry_store::StoreOptions;
@@ -15,7 +13,6 @@ use ferry_store::StoreOptions;
 pub const ACCESS_KEY: &str = "ferrytestaccesskey";
 pub const SECRET_KEY: &str = "ferrytestsecretkey";
 const REGION: &str = "us-east-1";
-const START_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -47,23 +44,15 @@ impl Kind {
 
     /// `FERRY_TEST_…`, else the binary on PATH, else (s3s-fs) in cargo's bin directory.
     fn binary(self) -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os(self.env_var()).filter(|p| !p.is_empty()) {
-            return Some(PathBuf::from(path));
-        }
-        let on_path = std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .map(|dir| dir.join(self.name()))
-            .find(|p| p.is_file());
-        on_path.or_else(|| {
-            if self != Kind::S3sFs {
-                return None;
-            }
-            let cargo_home = std::env::var_os("CARGO_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
-            Some(cargo_home.join("bin").join(self.name())).filter(|p| p.is_file())
-        })
+        let cargo_bin = (self == Kind::S3sFs)
+            .then(|| {
+                std::env::var_os("CARGO_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+            })
+            .flatten()
+            .map(|home| home.join("bin").join(self.name()));
+        crate::server::find_binary(self.env_var(), self.name(), cargo_bin.as_slice())
     }
 }
 
@@ -126,10 +115,7 @@ impl Server {
                 kind.env_var(),
                 kind.install()
             );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{msg}");
-            }
-            eprintln!("SKIPPED (no server): {msg}");
+            crate::server::missing(&msg);
             return None;
         };
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -152,13 +138,8 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        // `free_port` finds a port and releases it; until the server has bound it, another test
-        // thread could be handed the same one and end up talking to this server. Holding one
-        // lock from choosing the port until the server listens closes that window (test
-        // binaries run one at a time, so a process-wide lock is enough).
-        static SPAWNING: Mutex<()> = Mutex::new(());
-        let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
-        let port = free_port();
+        let _spawning = crate::server::spawning();
+        let port = crate::server::free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,32 +166,15 @@ impl Server {
 
     /// Waits for the port to accept connections, failing early if the server exits.
     fn wait_until_listening(&self) {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            let exited = {
+        crate::server::wait_until_listening(
+            self.kind.name(),
+            self.port,
+            || {
                 let mut guard = self.child.0.lock().unwrap_or_else(|e| e.into_inner());
                 guard.as_mut().and_then(|c| c.try_wait().ok().flatten())
-            };
-            if let Some(status) = exited {
-                panic!(
-                    "{} exited ({status}) before listening on {addr}; its log:\n{}",
-                    self.kind.name(),
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not listen on {addr} within {START_DEADLINE:?}; its log:\n{}",
-                    self.kind.name(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            },
+            || self.log(),
+        );
     }
 
     fn log_path(&self) -> PathBuf {
@@ -300,11 +264,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.child.kill();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
