@@ -283,10 +283,24 @@ impl Migrator {
                 dry_run: true,
             });
         }
+        self.up_with(driver, to, observer, async |_| true).await
+    }
+
+    /// Like [`up`](Self::up) (never a dry run), and calls `after` once each migration is applied
+    /// and recorded, still holding the lock; when it returns `false` the run stops there. For a
+    /// caller that inspects the database between migrations (`ferry compat check`): one lock and
+    /// one history read for the whole run instead of one per migration.
+    pub async fn up_with(
+        &self,
+        driver: &mut dyn Driver,
+        to: Option<i64>,
+        observer: &dyn Observer,
+        mut after: impl AsyncFnMut(&Step) -> bool,
+    ) -> Result<UpReport> {
         self.locked(driver, async |this, driver| {
             let history = driver.history().await?;
             let plan = this.up_plan(&history, to)?;
-            let applied = this.apply_all(driver, &plan, observer).await?;
+            let applied = this.apply_all(driver, &plan, observer, &mut after).await?;
             Ok(UpReport {
                 applied,
                 current_version: current_version(&driver.history().await?),
@@ -320,10 +334,26 @@ impl Migrator {
                 dry_run: true,
             });
         }
+        self.down_with(driver, target, observer, async |_| true)
+            .await
+    }
+
+    /// Like [`down`](Self::down) (never a dry run), and calls `after` once each migration is
+    /// reverted, still holding the lock; when it returns `false` the run stops there.
+    pub async fn down_with(
+        &self,
+        driver: &mut dyn Driver,
+        target: DownTarget,
+        observer: &dyn Observer,
+        mut after: impl AsyncFnMut(&Step) -> bool,
+    ) -> Result<DownReport> {
+        if let DownTarget::Steps(0) = target {
+            return Err(MigrateError::Invalid("--steps must be at least 1".into()));
+        }
         self.locked(driver, async |this, driver| {
             let history = driver.history().await?;
             let plan = down_plan(&history, target)?;
-            let reverted = this.revert_all(driver, &plan, observer).await?;
+            let reverted = this.revert_all(driver, &plan, observer, &mut after).await?;
             Ok(DownReport {
                 reverted,
                 current_version: current_version(&driver.history().await?),
@@ -353,8 +383,8 @@ impl Migrator {
                     last.name
                 ),
             })?;
-            let reverted = this.revert_all(driver, &plan, observer).await?;
-            let applied = this.apply_all(driver, &[file], observer).await?;
+            let reverted = this.revert_all(driver, &plan, observer, &mut async |_| true).await?;
+            let applied = this.apply_all(driver, &[file], observer, &mut async |_| true).await?;
             Ok(RedoReport {
                 reverted,
                 applied,
@@ -591,6 +621,7 @@ impl Migrator {
         driver: &mut dyn Driver,
         plan: &[&Migration],
         observer: &dyn Observer,
+        after: &mut impl AsyncFnMut(&Step) -> bool,
     ) -> Result<Vec<Step>> {
         let mut done = Vec::with_capacity(plan.len());
         for (i, m) in plan.iter().enumerate() {
@@ -610,6 +641,11 @@ impl Migrator {
             tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "applied");
             observer.finished(&label, Direction::Up, elapsed);
             done.push(step(m.version, &m.name, elapsed.as_millis() as u64, None));
+            if let Some(last) = done.last()
+                && !after(last).await
+            {
+                break;
+            }
         }
         Ok(done)
     }
@@ -619,6 +655,7 @@ impl Migrator {
         driver: &mut dyn Driver,
         plan: &[HistoryRecord],
         observer: &dyn Observer,
+        after: &mut impl AsyncFnMut(&Step) -> bool,
     ) -> Result<Vec<Step>> {
         let mut done = Vec::with_capacity(plan.len());
         for (i, h) in plan.iter().enumerate() {
@@ -638,6 +675,11 @@ impl Migrator {
             tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "reverted");
             observer.finished(&label, Direction::Down, elapsed);
             done.push(step(h.version, &h.name, elapsed.as_millis() as u64, None));
+            if let Some(last) = done.last()
+                && !after(last).await
+            {
+                break;
+            }
         }
         Ok(done)
     }
