@@ -197,7 +197,7 @@ pub(crate) fn allows(script: &str) -> HashMap<String, String> {
 
 /// Parses one statement, working around sqlparser gaps for statements ferry knows are safe to
 /// read another way: `DROP INDEX CONCURRENTLY` means, for compatibility, what `DROP INDEX` means.
-fn parse(
+pub(crate) fn parse(
     engine: Engine,
     dialect: &dyn Dialect,
     text: &str,

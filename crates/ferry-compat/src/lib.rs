@@ -54,6 +54,7 @@ pub use error::CompatError;
 pub use ferry_core::{DatabaseUrl, Engine};
 pub use queries::{OldQuery, load as load_old_queries};
 pub use rules::{Class, Rule, Severity};
+pub use shadow::split as shadow_parts;
 
 /// What [`check`] should do besides the static analysis.
 #[derive(Debug, Clone)]

@@ -9,9 +9,10 @@
 
 mod mysql;
 mod postgres;
+pub mod scope;
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_core::{DatabaseUrl, Engine};
 use ferry_migrate::{DownTarget, MigrateOptions, Migration, Migrator, Quiet};
@@ -107,24 +108,37 @@ impl Shadow {
         }
     }
 
-    /// The one connection that reads the catalog and prepares old queries for the whole run
-    /// (a connection per snapshot cost more than the snapshot itself).
-    async fn inspector(&self) -> Result<Inspector, CompatError> {
+    /// The connections that read the catalog and prepare old queries for the whole run (a
+    /// connection per snapshot cost more than the snapshot itself). Two on a server, so that
+    /// clearing the old queries' statements never evicts the snapshot's own prepared statements;
+    /// one for SQLite, whose connection would prepare against the schema it last read (it reads
+    /// it again when it runs a statement, as each snapshot does).
+    async fn inspector(&self, with_queries: bool) -> Result<Inspector, CompatError> {
+        let conn = self.connect().await?;
+        let queries = match with_queries && self.engine != Engine::Sqlite {
+            true => Some(self.connect().await?),
+            false => None,
+        };
+        Ok(Inspector {
+            conn,
+            queries,
+            catalog: Default::default(),
+            snapshots: Default::default(),
+            prepares: Default::default(),
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, CompatError> {
         let url = self.url.for_driver();
         let r = match self.engine {
             Engine::Postgres => postgres::connect(&url).await.map(Conn::Pg),
             Engine::MySql => mysql::connect(&url).await.map(Conn::MySql),
             Engine::Sqlite => sqlite::connect(&url).await.map(Conn::Sqlite),
         };
-        let conn = r.map_err(shadow_err(
+        r.map_err(shadow_err(
             "cannot connect to the shadow database",
             &self.url,
-        ))?;
-        Ok(Inspector {
-            conn,
-            snapshots: Default::default(),
-            prepares: Default::default(),
-        })
+        ))
     }
 
     async fn destroy(self) {
@@ -148,6 +162,9 @@ impl Shadow {
 /// with the time spent in each (reported as a `tracing` event: where a slow check goes).
 struct Inspector {
     conn: Conn,
+    queries: Option<Conn>,
+    /// PostgreSQL's schema as last read, for snapshots scoped to what a migration changed.
+    catalog: postgres::Catalog,
     snapshots: (u32, std::time::Duration),
     prepares: (u32, std::time::Duration),
 }
@@ -162,16 +179,38 @@ enum Conn {
 type Prepared = Result<Vec<String>, String>;
 
 impl Inspector {
-    async fn snapshot(&mut self, url: &DatabaseUrl) -> Result<Snapshot, CompatError> {
+    /// The whole schema, or with `scope` (PostgreSQL) only the relations a migration can have
+    /// changed read again ([`scope::relations`]). In debug builds (every test) a scoped snapshot
+    /// is checked against a full one.
+    async fn snapshot(
+        &mut self,
+        url: &DatabaseUrl,
+        scope: Option<&BTreeSet<String>>,
+    ) -> Result<Snapshot, CompatError> {
         let start = std::time::Instant::now();
-        let r = match &mut self.conn {
-            Conn::Pg(c) => postgres::snapshot(c).await,
-            Conn::MySql(c) => mysql::snapshot(c).await,
-            Conn::Sqlite(c) => sqlite::snapshot(c).await,
+        let r = match (&mut self.conn, scope) {
+            (Conn::Pg(c), Some(names)) => self.catalog.scoped(c, names).await,
+            (Conn::Pg(c), None) => self.catalog.full(c).await,
+            (Conn::MySql(c), _) => mysql::snapshot(c).await,
+            (Conn::Sqlite(c), _) => sqlite::snapshot(c).await,
         };
         self.snapshots.0 += 1;
         self.snapshots.1 += start.elapsed();
-        r.map_err(shadow_err("cannot read the shadow database's catalog", url))
+        let snap = r.map_err(shadow_err("cannot read the shadow database's catalog", url))?;
+        if cfg!(debug_assertions)
+            && let (Conn::Pg(c), Some(names)) = (&mut self.conn, scope)
+        {
+            let full = postgres::Catalog::default()
+                .full(c)
+                .await
+                .map_err(shadow_err("cannot read the shadow database's catalog", url))?;
+            let wrong = differences(&full, &snap);
+            assert!(
+                wrong.is_empty(),
+                "a snapshot scoped to {names:?} differs from the full one: {wrong:#?}"
+            );
+        }
+        Ok(snap)
     }
 
     /// Prepares (never executes) each query against the current schema. A database error is
@@ -182,7 +221,7 @@ impl Inspector {
         url: &DatabaseUrl,
     ) -> Result<Vec<Prepared>, CompatError> {
         let start = std::time::Instant::now();
-        let r = match &mut self.conn {
+        let r = match self.queries.as_mut().unwrap_or(&mut self.conn) {
             Conn::Pg(c) => prepare_all(c, queries).await,
             Conn::MySql(c) => prepare_all(c, queries).await,
             Conn::Sqlite(c) => prepare_all(c, queries).await,
@@ -200,13 +239,15 @@ impl Inspector {
             prepare_ms = self.prepares.1.as_millis() as u64,
             "compat: shadow inspection"
         );
-        let r = match self.conn {
-            Conn::Pg(c) => sqlx::Connection::close(c).await,
-            Conn::MySql(c) => sqlx::Connection::close(c).await,
-            Conn::Sqlite(c) => sqlx::Connection::close(c).await,
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "compat: closing the inspection connection");
+        for conn in std::iter::once(self.conn).chain(self.queries) {
+            let r = match conn {
+                Conn::Pg(c) => sqlx::Connection::close(c).await,
+                Conn::MySql(c) => sqlx::Connection::close(c).await,
+                Conn::Sqlite(c) => sqlx::Connection::close(c).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "compat: closing an inspection connection");
+            }
         }
     }
 }
@@ -248,13 +289,94 @@ where
 struct OldQueries<'q> {
     /// Queries that prepared at the base and after every migration so far, with the result
     /// columns the previous version decodes (sqlx queries only).
-    live: Vec<(&'q OldQuery, Option<Vec<String>>)>,
+    live: Vec<Live<'q>>,
+}
+
+struct Live<'q> {
+    query: &'q OldQuery,
+    decoded: Option<Vec<String>>,
+    /// Every word of the query, lowercased: the relations it can name are among them. `None`
+    /// when it does not tokenize (it is then prepared after every migration).
+    words: Option<BTreeSet<String>>,
+}
+
+/// The words (identifiers and keywords) of `sql`, lowercased.
+fn words(engine: Engine, sql: &str) -> Option<BTreeSet<String>> {
+    use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = match engine {
+        Engine::Postgres => Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize(),
+        Engine::MySql => Tokenizer::new(&MySqlDialect {}, sql).tokenize(),
+        Engine::Sqlite => Tokenizer::new(&SQLiteDialect {}, sql).tokenize(),
+    }
+    .ok()?;
+    Some(
+        tokens
+            .into_iter()
+            .filter_map(|t| match t {
+                Token::Word(w) => Some(w.value.to_lowercase()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The relations (lowercased) whose objects differ between two snapshots, for deciding which
+/// old queries to prepare again. `None` when what changed is not tied to a relation the key
+/// names (a function, a type, a sequence, PostgreSQL's and SQLite's index and trigger keys, a
+/// MySQL check) or when no difference is visible: every query is prepared then.
+pub fn changed_relations(
+    engine: Engine,
+    before: &Snapshot,
+    after: &Snapshot,
+) -> Option<BTreeSet<String>> {
+    let mut keys: Vec<&String> = before
+        .0
+        .iter()
+        .filter(|(k, v)| after.0.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    keys.extend(after.0.keys().filter(|k| !before.0.contains_key(*k)));
+    if keys.is_empty() {
+        return None;
+    }
+    let mut out = BTreeSet::new();
+    for key in keys {
+        let (kind, object) = object_of(key);
+        let object = object.to_lowercase();
+        match kind {
+            "table" | "view" => {
+                out.insert(object);
+            }
+            // `t.c`: a name may hold dots, so both readings count.
+            "column" | "constraint" | "foreign" => {
+                let object = object.strip_prefix("key ").unwrap_or(&object);
+                for (t, _) in [object.split_once('.'), object.rsplit_once('.')]
+                    .into_iter()
+                    .flatten()
+                {
+                    out.insert(t.to_string());
+                }
+            }
+            "index" | "trigger" if engine == Engine::MySql => {
+                for (t, _) in [object.split_once('.'), object.rsplit_once('.')]
+                    .into_iter()
+                    .flatten()
+                {
+                    out.insert(t.to_string());
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 impl<'q> OldQueries<'q> {
     /// Prepares every query at the base. Those that fail there are the query file's fault, not a
     /// migration's: one non-breaking finding each, returned for the first new migration.
     async fn at_base(
+        engine: Engine,
         queries: &'q [OldQuery],
         inspector: &mut Inspector,
         url: &DatabaseUrl,
@@ -272,13 +394,18 @@ impl<'q> OldQueries<'q> {
                         .columns
                         .as_ref()
                         .map(|c| c.iter().filter(|n| columns.contains(n)).cloned().collect());
-                    live.push((q, decoded));
+                    live.push(Live {
+                        query: q,
+                        decoded,
+                        words: words(engine, &q.sql),
+                    });
                 }
                 Err(e) => invalid.push(finding(
                     Rule::OldQueryInvalidAtBase,
                     q.source.clone(),
                     format!(
-                        "old query {} does not prepare even on the schema before the new                          migrations, so it was not checked: {e}",
+                        "old query {} does not prepare even on the schema before the new \
+                         migrations, so it was not checked: {e}",
                         q.source
                     ),
                 )),
@@ -287,22 +414,31 @@ impl<'q> OldQueries<'q> {
         Ok((OldQueries { live }, invalid))
     }
 
-    /// Prepares the queries still live after `label` was applied; the ones that no longer
-    /// prepare (or lost a result column) become breaking findings and are not tried again.
+    /// Prepares the live queries that can name a relation in `changed` (all of them when it is
+    /// `None`) after `label` was applied; the ones that no longer prepare (or lost a result
+    /// column) become breaking findings and are not tried again.
     async fn after(
         &mut self,
         label: &str,
+        changed: Option<&BTreeSet<String>>,
         inspector: &mut Inspector,
         url: &DatabaseUrl,
     ) -> Result<Vec<Finding>, CompatError> {
-        if self.live.is_empty() {
+        let (affected, mut still): (Vec<Live<'q>>, Vec<Live<'q>>) = std::mem::take(&mut self.live)
+            .into_iter()
+            .partition(|l| match (changed, &l.words) {
+                (Some(changed), Some(words)) => !changed.is_disjoint(words),
+                _ => true,
+            });
+        if affected.is_empty() {
+            self.live = still;
             return Ok(Vec::new());
         }
-        let queries: Vec<&OldQuery> = self.live.iter().map(|(q, _)| *q).collect();
+        let queries: Vec<&OldQuery> = affected.iter().map(|l| l.query).collect();
         let outcomes = inspector.prepare(&queries, url).await?;
         let mut findings = Vec::new();
-        let mut still = Vec::new();
-        for ((q, decoded), outcome) in std::mem::take(&mut self.live).into_iter().zip(outcomes) {
+        for (live, outcome) in affected.into_iter().zip(outcomes) {
+            let q = live.query;
             match outcome {
                 Err(e) => findings.push(finding(
                     Rule::OldQueryFails,
@@ -313,20 +449,22 @@ impl<'q> OldQueries<'q> {
                     ),
                 )),
                 Ok(columns) => {
-                    let gone: Vec<&String> = decoded
+                    let gone: Vec<&str> = live
+                        .decoded
                         .iter()
                         .flatten()
                         .filter(|n| !columns.contains(n))
+                        .map(String::as_str)
                         .collect();
                     if gone.is_empty() {
-                        still.push((q, decoded));
+                        still.push(live);
                     } else {
-                        let gone: Vec<&str> = gone.iter().map(|s| s.as_str()).collect();
                         findings.push(finding(
                             Rule::OldQueryColumnsChanged,
                             q.source.clone(),
                             format!(
-                                "old query {} still prepares after {label}, but no longer returns                                  {}, which the previous version decodes",
+                                "old query {} still prepares after {label}, but no longer returns \
+                                 {}, which the previous version decodes",
                                 q.source,
                                 gone.join(", ")
                             ),
@@ -481,9 +619,16 @@ pub fn may_break_queries(before: &Snapshot, after: &Snapshot) -> bool {
         })
 }
 
-/// Remembers which migration a multi-step `up` started last, to attribute its error.
+/// Remembers which migration a multi-step run started last, to attribute its error.
 #[derive(Default)]
 struct LastStarted(std::sync::Mutex<String>);
+
+impl LastStarted {
+    fn migration<'m>(&self, migrations: &[&'m Migration]) -> Option<&'m Migration> {
+        let label = self.0.lock().ok()?.clone();
+        migrations.iter().find(|m| m.label() == label).copied()
+    }
+}
 
 impl ferry_migrate::Observer for LastStarted {
     fn started(&self, label: &str, _: ferry_migrate::Direction, _: usize, _: usize) {
@@ -534,6 +679,26 @@ pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usi
     by.into_iter().collect()
 }
 
+/// From this many new migrations on, the proof is split between two shadow databases that run
+/// at once (see [`split`]).
+const PARALLEL_FROM: usize = 24;
+
+/// Which new migrations (by index) each shadow database proves. The first proves the oldest
+/// part; the second first brings its database to where the first part ends with one plain
+/// `up`, then proves the rest. Each part is applied, reverted and replayed (three runs of its
+/// migrations) and the second also applies the first part once, so the first part is larger:
+/// 3a = a + 3(n - a) at a = 0.6n.
+/// `FERRY_COMPAT_PARALLEL=0` keeps the proof in one database (a small shared server).
+pub fn split(new: usize) -> Vec<std::ops::Range<usize>> {
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let allowed = std::env::var("FERRY_COMPAT_PARALLEL").map_or(true, |v| v != "0");
+    if new < PARALLEL_FROM || parallel < 2 || !allowed {
+        return std::iter::once(0..new).collect();
+    }
+    let a = (new * 3).div_ceil(5);
+    vec![0..a, a..new]
+}
+
 /// Runs the proof. Returns one [`Proof`] per new migration, in version order.
 pub async fn prove(
     migrations: &[Migration],
@@ -541,10 +706,25 @@ pub async fn prove(
     server: &DatabaseUrl,
     old_queries: &[OldQuery],
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
-    let shadow = Shadow::create(server).await?;
-    let result = run(&shadow, migrations, base_version, old_queries).await;
-    shadow.destroy().await;
-    result
+    let base = base_version.unwrap_or(0);
+    let new = migrations.iter().filter(|m| m.version > base).count();
+    let parts = split(new);
+    let part = |range| async move {
+        let shadow = Shadow::create(server).await?;
+        let result = run(&shadow, migrations, base_version, old_queries, range).await;
+        shadow.destroy().await;
+        result
+    };
+    let mut proofs = BTreeMap::new();
+    match parts.as_slice() {
+        [one, two] => {
+            let (a, b) = tokio::join!(part(one.clone()), part(two.clone()));
+            proofs.extend(a?);
+            proofs.extend(b?);
+        }
+        _ => proofs.extend(part(0..new).await?),
+    }
+    Ok(proofs)
 }
 
 async fn run(
@@ -552,10 +732,11 @@ async fn run(
     migrations: &[Migration],
     base_version: Option<i64>,
     old_queries: &[OldQuery],
+    range: std::ops::Range<usize>,
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
     let mut driver = ferry_migrate::connect(&shadow.url).await?;
     // After the driver: it creates SQLite's file.
-    let mut inspector = shadow.inspector().await?;
+    let mut inspector = shadow.inspector(!old_queries.is_empty()).await?;
     let start = std::time::Instant::now();
     let result = run_with(
         shadow,
@@ -564,9 +745,12 @@ async fn run(
         migrations,
         base_version,
         old_queries,
+        range.clone(),
     )
     .await;
     tracing::debug!(
+        first = range.start,
+        end = range.end,
         total_ms = start.elapsed().as_millis() as u64,
         "compat: shadow run"
     );
@@ -577,6 +761,9 @@ async fn run(
     Ok(proofs)
 }
 
+/// Proves the new migrations `range` (indexes among those above the base) in one shadow
+/// database: apply the base (and, for a later part, the new migrations before `range`), then
+/// up, down and replay the part.
 async fn run_with(
     shadow: &Shadow,
     driver: &mut Box<dyn ferry_migrate::Driver>,
@@ -584,112 +771,206 @@ async fn run_with(
     migrations: &[Migration],
     base_version: Option<i64>,
     old_queries: &[OldQuery],
+    range: std::ops::Range<usize>,
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
     let migrator = Migrator::new(migrations.to_vec(), MigrateOptions::default());
     let base = base_version.unwrap_or(0);
-    let new: Vec<&Migration> = migrator
+    let above: Vec<&Migration> = migrator
         .migrations()
         .iter()
         .filter(|m| m.version > base)
         .collect();
+    let new = &above[range.clone()];
     let mut proofs: BTreeMap<i64, Proof> =
         new.iter().map(|m| (m.version, Proof::default())).collect();
+    let Some(newest) = new.last().map(|m| m.version) else {
+        return Ok(proofs);
+    };
+    let index: BTreeMap<i64, usize> = new
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.version, i))
+        .collect();
+    // What each script can change: the snapshot after it re-reads only that (PostgreSQL).
+    let engine = shadow.engine;
+    let up_scope: Vec<Option<BTreeSet<String>>> = new
+        .iter()
+        .map(|m| scope::relations(engine, &m.up))
+        .collect();
+    let down_scope: Vec<Option<BTreeSet<String>>> = new
+        .iter()
+        .map(|m| m.down.as_deref().and_then(|d| scope::relations(engine, d)))
+        .collect();
     let url = &shadow.url;
     if base_version.is_some() {
         migrator
             .up(driver.as_mut(), Some(base), false, &Quiet)
             .await?;
     }
-    let base_snap = inspector.snapshot(url).await?;
-    let (mut queries, invalid) = OldQueries::at_base(old_queries, inspector, url).await?;
-    if let Some(first) = new.first() {
-        proofs.entry(first.version).or_default().findings = invalid;
-    }
-    // Up, one at a time, snapshot after each.
-    let mut snaps = vec![base_snap.clone()];
-    let mut applied = 0;
-    let mut failed = None;
-    for m in &new {
-        if let Err(e) = migrator
-            .up(driver.as_mut(), Some(m.version), false, &Quiet)
-            .await
-        {
-            let proof = proofs.entry(m.version).or_default();
-            proof.findings.push(finding(
+    let base_snap = inspector.snapshot(url, None).await?;
+    let (mut queries, invalid) = OldQueries::at_base(engine, old_queries, inspector, url).await?;
+    // A later part starts where the part before it ends. That part reports what its own
+    // migrations break (an old query, a failure to apply); here they only set the start.
+    let (floor, start_snap) = match range.start.checked_sub(1).map(|i| above[i]) {
+        None => {
+            proofs.entry(new[0].version).or_default().findings = invalid;
+            (base, base_snap.clone())
+        }
+        Some(before) => {
+            if let Err(e) = migrator
+                .up(driver.as_mut(), Some(before.version), false, &Quiet)
+                .await
+            {
+                for proof in proofs.values_mut() {
+                    proof.roundtrip = Some(Roundtrip {
+                        ok: None,
+                        differences: vec![format!(
+                            "not proven: a migration up to {} failed to apply in the shadow \
+                             database: {e}",
+                            before.label()
+                        )],
+                    });
+                }
+                return Ok(proofs);
+            }
+            let snap = inspector.snapshot(url, None).await?;
+            queries.after(&before.label(), None, inspector, url).await?;
+            (before.version, snap)
+        }
+    };
+
+    // Up, in one run of the migrator (one lock, one history read), a snapshot after each.
+    let mut snaps = vec![start_snap];
+    let mut inspected: Result<(), CompatError> = Ok(());
+    let last = LastStarted::default();
+    let forward = migrator
+        .up_with(driver.as_mut(), Some(newest), &last, async |step| {
+            let label = format!("{}_{}", step.version, step.name);
+            let r = async {
+                let scope = up_scope[index[&step.version]].as_ref();
+                let snap = inspector.snapshot(url, scope).await?;
+                let prev = snaps.last().unwrap_or(&base_snap);
+                let mut found = incompatibilities(&base_snap, prev, &snap);
+                if may_break_queries(prev, &snap) {
+                    let changed = changed_relations(engine, prev, &snap);
+                    found.extend(
+                        queries
+                            .after(&label, changed.as_ref(), inspector, url)
+                            .await?,
+                    );
+                }
+                proofs
+                    .entry(step.version)
+                    .or_default()
+                    .findings
+                    .extend(found);
+                snaps.push(snap);
+                Ok(())
+            }
+            .await;
+            let ok = r.is_ok();
+            inspected = r;
+            ok
+        })
+        .await;
+    std::mem::replace(&mut inspected, Ok(()))?;
+    let applied = snaps.len() - 1;
+    if let Err(e) = forward {
+        let failed = last
+            .migration(new)
+            .unwrap_or(new[applied.min(new.len() - 1)]);
+        proofs
+            .entry(failed.version)
+            .or_default()
+            .findings
+            .push(finding(
                 Rule::ShadowApplyFailed,
-                m.label(),
-                format!("{} fails on a real database: {e}", m.label()),
+                failed.label(),
+                format!("{} fails on a real database: {e}", failed.label()),
             ));
-            failed = Some(m.label());
-            break;
-        }
-        let snap = inspector.snapshot(url).await?;
-        let prev = snaps.last().unwrap_or(&base_snap);
-        let mut found = incompatibilities(&base_snap, prev, &snap);
-        if may_break_queries(prev, &snap) {
-            found.extend(queries.after(&m.label(), inspector, url).await?);
-        }
-        proofs.entry(m.version).or_default().findings.extend(found);
-        snaps.push(snap);
-        applied += 1;
-    }
-    if let Some(label) = failed {
-        // The history now holds a failed record that blocks every down; nothing more to prove.
+        // The history may now hold a failed record that blocks every down; nothing more to
+        // prove.
         for proof in proofs.values_mut() {
             proof.roundtrip = Some(Roundtrip {
                 ok: None,
                 differences: vec![format!(
-                    "not proven: {label} failed to apply in the shadow database"
+                    "not proven: {} failed to apply in the shadow database",
+                    failed.label()
                 )],
             });
         }
         return Ok(proofs);
     }
-    // Down, newest first: each must restore the snapshot before its up.
+
+    // Down, newest first, in one run of the migrator: each must restore the snapshot taken
+    // before its up. It stops at the first that does not (later downs would be compared against
+    // a schema that is already wrong, and a replay would only trip over what it left behind),
+    // and it stops above the newest irreversible migration, which is reported as such.
+    let irreversible = (0..applied).rev().find(|&i| !new[i].reversible());
+    let target = match irreversible {
+        Some(i) => new[i].version,
+        None => floor,
+    };
     let mut reverted_to = applied;
     let mut clean = true;
-    for i in (0..applied).rev() {
-        let m = new[i];
-        let proof = proofs.entry(m.version).or_default();
-        if m.down.is_none() {
-            proof.roundtrip = Some(Roundtrip {
-                ok: Some(false),
-                differences: vec![format!(
-                    "{} is irreversible: it has no down script, so a failed release cannot roll it back",
-                    m.label()
-                )],
-            });
-            break;
-        }
-        let target = if i == 0 { base } else { new[i - 1].version };
-        if let Err(e) = migrator
-            .down(driver.as_mut(), DownTarget::To(target), false, &Quiet)
-            .await
-        {
-            proof.roundtrip = Some(Roundtrip {
+    if irreversible != Some(applied - 1) {
+        let last = LastStarted::default();
+        let backward = migrator
+            .down_with(
+                driver.as_mut(),
+                DownTarget::To(target),
+                &last,
+                async |step| {
+                    let i = index[&step.version];
+                    let r = inspector.snapshot(url, down_scope[i].as_ref()).await;
+                    let after = match r {
+                        Ok(after) => after,
+                        Err(e) => {
+                            inspected = Err(e);
+                            return false;
+                        }
+                    };
+                    let diffs = differences(&snaps[i], &after);
+                    reverted_to = i;
+                    clean = diffs.is_empty();
+                    proofs.entry(step.version).or_default().roundtrip = Some(Roundtrip {
+                        ok: Some(clean),
+                        differences: diffs,
+                    });
+                    clean
+                },
+            )
+            .await;
+        inspected?;
+        if let Err(e) = backward {
+            // Attributed to the migration whose down started last (the one after the last
+            // that was reverted, when the observer saw nothing).
+            let failed = last
+                .migration(new)
+                .unwrap_or(new[reverted_to.saturating_sub(1)]);
+            proofs.entry(failed.version).or_default().roundtrip = Some(Roundtrip {
                 ok: Some(false),
                 differences: vec![format!("the down script fails: {e}")],
             });
-            break;
-        }
-        let after = inspector.snapshot(url).await?;
-        let diffs = differences(&snaps[i], &after);
-        proof.roundtrip = Some(Roundtrip {
-            ok: Some(diffs.is_empty()),
-            differences: diffs,
-        });
-        reverted_to = i;
-        if after != snaps[i] {
-            // Later downs would be compared against a schema that is already wrong, and a
-            // replay would only trip over what this down left behind.
             clean = false;
-            break;
         }
     }
+    if let Some(i) = irreversible
+        && clean
+    {
+        let m = new[i];
+        proofs.entry(m.version).or_default().roundtrip = Some(Roundtrip {
+            ok: Some(false),
+            differences: vec![format!(
+                "{} is irreversible: it has no down script, so a failed release cannot roll it back",
+                m.label()
+            )],
+        });
+    }
+
     // Replay: after clean downs, the reverted migrations must apply again, to the same schema.
     // One snapshot after the whole replay, not one per step: the replay is rarely wrong, and
     // when it is, the forward snapshots say which migration owns each differing object.
-    // One `up` for the whole replay too (the lock and history reads are per call).
     if clean && reverted_to < applied {
         let last = LastStarted::default();
         let outcome = migrator
@@ -701,18 +982,14 @@ async fn run_with(
             )
             .await;
         if let Err(e) = outcome {
-            let label = last.0.lock().map(|l| l.clone()).unwrap_or_default();
-            let failed = new
-                .iter()
-                .find(|m| m.label() == label)
-                .unwrap_or(&new[applied - 1]);
+            let failed = last.migration(new).unwrap_or(new[applied - 1]);
             replay_problem(
                 &mut proofs,
                 failed.version,
                 format!("up fails when replayed after down: {e}"),
             );
         } else {
-            let snap = inspector.snapshot(url).await?;
+            let snap = inspector.snapshot(url, None).await?;
             for (i, keys) in replay_differences(&snaps[reverted_to..=applied], &snap) {
                 replay_problem(
                     &mut proofs,
@@ -770,6 +1047,50 @@ mod tests {
         ]);
         assert!(may_break_queries(&base, &function), "overloads");
         assert!(may_break_queries(&base, &base), "unseen changes");
+    }
+
+    #[test]
+    fn changed_relations_name_tables_or_give_up() {
+        let base = snap(&[("table users", ""), ("column users.id", "integer||")]);
+        let added = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("column users.name", "text||"),
+            ("constraint Orders.fk", "FOREIGN KEY …"),
+        ]);
+        let got = changed_relations(Engine::Postgres, &base, &added);
+        assert_eq!(
+            got,
+            Some(["orders".to_string(), "users".to_string()].into())
+        );
+        let function = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("function f()", "…"),
+        ]);
+        assert_eq!(changed_relations(Engine::Postgres, &base, &function), None);
+        assert_eq!(changed_relations(Engine::Postgres, &base, &base), None);
+        let index = snap(&[
+            ("table users", ""),
+            ("column users.id", "integer||"),
+            ("index users.by_id", "id"),
+        ]);
+        assert_eq!(
+            changed_relations(Engine::MySql, &base, &index),
+            Some(["users".to_string()].into())
+        );
+        assert_eq!(changed_relations(Engine::Postgres, &base, &index), None);
+    }
+
+    #[test]
+    fn query_words_are_lowercased_identifiers() {
+        let w = words(
+            Engine::Postgres,
+            "SELECT o.id FROM \"Orders\" o JOIN users u ON u.id = o.user_id WHERE x = $1",
+        )
+        .unwrap();
+        assert!(w.contains("orders") && w.contains("users") && w.contains("user_id"));
+        assert!(!w.contains("$1"));
     }
 
     #[test]

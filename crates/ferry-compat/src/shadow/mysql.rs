@@ -36,18 +36,20 @@ const QUERIES: &[&str] = &[
      FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()",
 ];
 
+/// [`QUERIES`] as one statement: one round trip per snapshot, prepared once per connection.
+static SNAPSHOT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| QUERIES.join("\nUNION ALL\n"));
+
 /// The connection snapshots and old queries use, kept open for the whole shadow run.
 pub async fn connect(url: &str) -> Result<MySqlConnection, sqlx::Error> {
     MySqlConnection::connect(url).await
 }
 
 pub async fn snapshot(conn: &mut MySqlConnection) -> Result<Snapshot, sqlx::Error> {
-    let mut snap = Snapshot::default();
-    for q in QUERIES {
-        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut *conn).await?;
-        snap.0.extend(rows);
-    }
-    Ok(snap)
+    let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(SNAPSHOT.as_str()))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(Snapshot(rows.into_iter().collect()))
 }
 
 pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {

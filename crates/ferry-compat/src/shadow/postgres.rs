@@ -3,51 +3,199 @@
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::Snapshot;
 
-/// Each query returns (key, value) rows describing one kind of object in the current schema.
+/// Each query returns (key, value, owner, parent) rows describing one kind of object in the
+/// current schema. `owner` is the relation the object belongs to (empty for functions and
+/// enums), `parent` the table an index or owned sequence belongs to. `{rel}` marks the
+/// relation's oid, `{fn}` the function's: a full snapshot reads them all, a scoped one only the
+/// relations a migration can have changed (see [`SCOPE`]).
 const QUERIES: &[&str] = &[
-    "SELECT 'table ' || c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> 'ferry_migrations'",
+    "SELECT 'table ' || c.relname, '', c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> 'ferry_migrations'
+       AND {rel:c.oid}",
     "SELECT 'column ' || c.relname || '.' || a.attname,
             format_type(a.atttypid, a.atttypmod) || '|' || CASE WHEN a.attnotnull THEN 'NOT NULL' ELSE '' END
-            || '|' || COALESCE(pg_get_expr(d.adbin, d.adrelid), '')
+            || '|' || COALESCE(pg_get_expr(d.adbin, d.adrelid), ''), c.relname, ''
      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0
-       AND NOT a.attisdropped AND c.relname <> 'ferry_migrations'",
-    "SELECT 'index ' || indexname, indexdef FROM pg_indexes
-     WHERE schemaname = current_schema() AND tablename <> 'ferry_migrations'",
-    "SELECT 'constraint ' || rel.relname || '.' || con.conname, pg_get_constraintdef(con.oid)
+       AND NOT a.attisdropped AND c.relname <> 'ferry_migrations' AND {rel:c.oid}",
+    // pg_indexes, with the oids it hides.
+    "SELECT 'index ' || i.relname, pg_get_indexdef(i.oid), i.relname, t.relname
+     FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid
+     JOIN pg_namespace n ON n.oid = t.relnamespace
+     WHERE n.nspname = current_schema() AND t.relkind IN ('r', 'm', 'p') AND i.relkind IN ('i', 'I')
+       AND t.relname <> 'ferry_migrations' AND {rel:i.oid}",
+    "SELECT 'constraint ' || rel.relname || '.' || con.conname, pg_get_constraintdef(con.oid), rel.relname, ''
      FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid JOIN pg_namespace n ON n.oid = con.connamespace
-     WHERE n.nspname = current_schema() AND rel.relname <> 'ferry_migrations'",
-    "SELECT 'view ' || viewname, definition FROM pg_views WHERE schemaname = current_schema()",
-    "SELECT 'view ' || matviewname, definition FROM pg_matviews WHERE schemaname = current_schema()",
-    "SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)
+     WHERE n.nspname = current_schema() AND rel.relname <> 'ferry_migrations' AND {rel:rel.oid}",
+    // pg_views and pg_matviews.
+    "SELECT 'view ' || c.relname, pg_get_viewdef(c.oid), c.relname, ''
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND c.relkind IN ('v', 'm') AND {rel:c.oid}",
+    "SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid), '', ''
      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE n.nspname = current_schema() AND p.prokind IN ('f', 'p')",
-    "SELECT 'trigger ' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
+     WHERE n.nspname = current_schema() AND p.prokind IN ('f', 'p') AND {fn:p.oid}",
+    "SELECT 'trigger ' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid), c.relname, ''
      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema() AND NOT t.tgisinternal",
-    "SELECT 'enum ' || t.typname, string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+     WHERE n.nspname = current_schema() AND NOT t.tgisinternal AND {rel:c.oid}",
+    "SELECT 'enum ' || t.typname, string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder), '', ''
      FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
-     WHERE n.nspname = current_schema() GROUP BY t.typname",
-    "SELECT 'sequence ' || sequencename, data_type::text || ' increment ' || increment_by
-     FROM pg_sequences WHERE schemaname = current_schema()",
+     WHERE n.nspname = current_schema() AND {enum} GROUP BY t.typname",
+    // pg_sequences, with the table that owns the sequence (serial, identity).
+    "SELECT 'sequence ' || c.relname, s.seqtypid::regtype::text || ' increment ' || s.seqincrement, c.relname,
+            COALESCE((SELECT t.relname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1), '')
+     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND {rel:c.oid}",
 ];
+
+/// For a scoped snapshot, `$1` holds the relation names a migration can have changed
+/// ([`super::scope`]). `rel` adds what they drag along: their indexes and owned sequences
+/// (dropped or rebuilt with them), and the views and tables whose views and foreign keys refer
+/// to them (their text names them). Functions whose SQL body refers to them are read again too.
+const SCOPE: &str = "WITH named AS (
+    SELECT c.oid FROM pg_class c
+    WHERE c.relname = ANY($1)
+      AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+), rel AS (
+    SELECT oid FROM named
+    UNION SELECT x.indexrelid FROM pg_index x WHERE x.indrelid = ANY(ARRAY(SELECT oid FROM named))
+    UNION SELECT d.objid FROM pg_depend d
+      WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(ARRAY(SELECT oid FROM named))
+        AND d.classid = 'pg_class'::regclass
+    UNION SELECT w.ev_class FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+      WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(ARRAY(SELECT oid FROM named))
+        AND d.classid = 'pg_rewrite'::regclass
+    UNION SELECT k.conrelid FROM pg_constraint k WHERE k.confrelid = ANY(ARRAY(SELECT oid FROM named))
+), fns AS (
+    SELECT d.objid AS oid FROM pg_depend d
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(ARRAY(SELECT oid FROM named))
+      AND d.classid = 'pg_proc'::regclass
+)
+";
+
+fn union(rel: impl Fn(&str) -> String, func: impl Fn(&str) -> String, enums: &str) -> String {
+    let fill = |q: &str| {
+        let mut out = q.replace("{enum}", enums);
+        for (tag, f) in [("{rel:", &rel as &dyn Fn(&str) -> String), ("{fn:", &func)] {
+            while let Some(at) = out.find(tag) {
+                let end = at + out[at..].find('}').expect("closing brace");
+                let expr = out[at + tag.len()..end].to_string();
+                out.replace_range(at..=end, &f(&expr));
+            }
+        }
+        out
+    };
+    QUERIES
+        .iter()
+        .map(|q| fill(q))
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL\n")
+}
+
+/// Every object of the schema, in one statement (one round trip, prepared once).
+static FULL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| union(|_| "TRUE".into(), |_| "TRUE".into(), "TRUE"));
+
+/// The objects of the relations in `rel` (and the functions in `fns`).
+static SCOPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{SCOPE}{}",
+        union(
+            |e| format!("{e} = ANY(ARRAY(SELECT oid FROM rel))"),
+            |e| format!("{e} = ANY(ARRAY(SELECT oid FROM fns))"),
+            "FALSE",
+        )
+    )
+});
 
 /// The connection snapshots and old queries use, kept open for the whole shadow run.
 pub async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
-    PgConnection::connect(url).await
+    let mut conn = PgConnection::connect(url).await?;
+    // The scoped snapshot takes a parameter: PostgreSQL would plan it afresh for each of its
+    // first five runs (longer than running it) before settling on the generic plan. Best effort:
+    // the setting exists from PostgreSQL 12 on.
+    if let Err(e) = sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut conn)
+        .await
+    {
+        tracing::debug!(error = %e, "compat: plan_cache_mode not set");
+    }
+    Ok(conn)
 }
 
-pub async fn snapshot(conn: &mut PgConnection) -> Result<Snapshot, sqlx::Error> {
-    let mut snap = Snapshot::default();
-    for q in QUERIES {
-        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut *conn).await?;
-        snap.0.extend(rows);
+type Row = (String, String, String, String);
+
+/// The schema as last read, with the relation each object belongs to, so that a snapshot after
+/// a migration can re-read only the relations it changed.
+#[derive(Default)]
+pub struct Catalog {
+    snapshot: Snapshot,
+    /// key → (owner, parent).
+    owners: BTreeMap<String, (String, String)>,
+}
+
+impl Catalog {
+    /// Reads the whole schema.
+    pub async fn full(&mut self, conn: &mut PgConnection) -> Result<Snapshot, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(FULL.as_str()))
+            .fetch_all(&mut *conn)
+            .await?;
+        self.snapshot = Snapshot::default();
+        self.owners.clear();
+        self.merge(rows);
+        Ok(self.snapshot.clone())
     }
-    Ok(snap)
+
+    /// Reads again only the relations named in `names` and what they drag along (see
+    /// [`SCOPE`]); everything else is as the last snapshot read it.
+    pub async fn scoped(
+        &mut self,
+        conn: &mut PgConnection,
+        names: &BTreeSet<String>,
+    ) -> Result<Snapshot, sqlx::Error> {
+        let list: Vec<&str> = names.iter().map(String::as_str).collect();
+        let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(SCOPED.as_str()))
+            .bind(&list)
+            .fetch_all(&mut *conn)
+            .await?;
+        // Forget every object of the named relations (some are gone), of their indexes and
+        // sequences as last read, and of each relation read again.
+        let mut stale: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        for (owner, parent) in self.owners.values() {
+            if names.contains(parent) {
+                stale.insert(owner);
+            }
+        }
+        for (_, _, owner, _) in &rows {
+            stale.insert(owner);
+        }
+        let stale: BTreeSet<String> = stale.into_iter().map(str::to_string).collect();
+        let drop: Vec<String> = self
+            .owners
+            .iter()
+            .filter(|(_, (owner, _))| !owner.is_empty() && stale.contains(owner))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in drop {
+            self.owners.remove(&k);
+            self.snapshot.0.remove(&k);
+        }
+        self.merge(rows);
+        Ok(self.snapshot.clone())
+    }
+
+    fn merge(&mut self, rows: Vec<Row>) {
+        for (key, value, owner, parent) in rows {
+            self.owners.insert(key.clone(), (owner, parent));
+            self.snapshot.0.insert(key, value);
+        }
+    }
 }
 
 pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
@@ -55,6 +203,16 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Er
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
+    // The shadow database is thrown away: a commit need not wait for the WAL to reach the disk
+    // (every migration, history row and no-transaction step commits). Best effort.
+    if let Err(e) = sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER DATABASE {name} SET synchronous_commit = off"
+    )))
+    .execute(&mut conn)
+    .await
+    {
+        tracing::debug!(error = %e, "compat: synchronous_commit not turned off");
+    }
     conn.close().await
 }
 

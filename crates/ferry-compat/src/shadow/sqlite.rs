@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
 
 use super::Snapshot;
 
@@ -22,20 +22,23 @@ const QUERIES: &[&str] = &[
      WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
 ];
 
+/// [`QUERIES`] as one statement: one round trip per snapshot, prepared once per connection.
+static SNAPSHOT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| QUERIES.join("\nUNION ALL\n"));
+
 /// The connection snapshots and old queries use, kept open for the whole shadow run.
 pub async fn connect(url: &str) -> Result<SqliteConnection, sqlx::Error> {
     SqliteConnection::connect_with(&SqliteConnectOptions::from_str(url)?).await
 }
 
 pub async fn snapshot(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
-    let mut snap = Snapshot::default();
-    for q in QUERIES {
-        let rows: Vec<(String, String)> = sqlx::query_as(*q).fetch_all(&mut *conn).await?;
-        for (k, v) in rows {
-            // Whitespace in stored DDL text is not a difference.
-            snap.0
-                .insert(k, v.split_whitespace().collect::<Vec<_>>().join(" "));
-        }
-    }
-    Ok(snap)
+    let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(SNAPSHOT.as_str()))
+        .fetch_all(&mut *conn)
+        .await?;
+    // Whitespace in stored DDL text is not a difference.
+    Ok(Snapshot(
+        rows.into_iter()
+            .map(|(k, v)| (k, v.split_whitespace().collect::<Vec<_>>().join(" ")))
+            .collect(),
+    ))
 }

@@ -257,6 +257,105 @@ async fn cases(engine: Engine, url: &DatabaseUrl) {
     assert!(!r.migrations[1].compatible);
 }
 
+/// A long release is proven in two shadow databases at once (when the machine has two cores):
+/// the second starts where the first part ends. A query broken in the first part is reported
+/// once, on its migration; a down that forgets an index in the second part fails only there.
+async fn long_release(engine: Engine, url: &DatabaseUrl) {
+    let n = 30;
+    let mut new = Vec::new();
+    for i in 0..n {
+        let v = 2 + i as i64;
+        new.push(match i {
+            3 => m(
+                v,
+                "drop_age",
+                "-- ferry:allow drop-column the new version no longer reads age\n\
+                 ALTER TABLE users DROP COLUMN age;",
+                "ALTER TABLE users ADD COLUMN age INTEGER;",
+            ),
+            26 => m(
+                v,
+                "index_email",
+                "CREATE INDEX users_email_idx ON users (email);",
+                "SELECT 1;",
+            ),
+            _ => m(
+                v,
+                &format!("add_c{i}"),
+                &format!("ALTER TABLE users ADD COLUMN c{i} VARCHAR(10);"),
+                &format!("ALTER TABLE users DROP COLUMN c{i};"),
+            ),
+        });
+    }
+    let r = run(engine, url, new, queries(engine)).await;
+    assert_eq!(r.migrations.len(), n);
+    let broken: Vec<(usize, Rule, String)> = r
+        .migrations
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            m.findings
+                .iter()
+                .map(move |f| (i, f.rule, f.object.clone()))
+        })
+        .filter(|(_, rule, _)| matches!(rule, Rule::OldQueryFails | Rule::OldQueryColumnsChanged))
+        .collect();
+    assert_eq!(
+        broken,
+        [
+            (3, Rule::OldQueryFails, "queries.sql:3".to_string()),
+            (
+                3,
+                Rule::OldQueryColumnsChanged,
+                ".sqlx/query-all.json".to_string()
+            ),
+        ],
+        "{r:#?}"
+    );
+    let forgot = &r.migrations[26].roundtrip;
+    assert_eq!(forgot.ok, Some(false), "{r:#?}");
+    assert!(
+        forgot
+            .differences
+            .iter()
+            .any(|d| d.contains("users_email_idx")),
+        "{forgot:#?}"
+    );
+    for (i, m) in r.migrations.iter().enumerate() {
+        if i > 26 {
+            assert_eq!(m.roundtrip.ok, Some(true), "{}: {r:#?}", m.name);
+        }
+    }
+    // The downs stop at the first that does not restore the schema; with two databases, the
+    // first part's downs run in the other one and are proven as well.
+    let parts = ferry_compat::shadow_parts(n);
+    for m in &r.migrations[..parts[0].end] {
+        if parts.len() == 2 {
+            assert_eq!(m.roundtrip.ok, Some(true), "{}: {r:#?}", m.name);
+        } else {
+            assert_ne!(m.roundtrip.ok, Some(false), "{}: {r:#?}", m.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_long_release() {
+    let db = TestDb::new(Kind::Sqlite)
+        .await
+        .expect("sqlite needs no server");
+    let url = DatabaseUrl::parse(&db.url).expect("url");
+    long_release(Engine::Sqlite, &url).await;
+}
+
+#[tokio::test]
+async fn postgres_long_release() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    let url = DatabaseUrl::parse(&db.url).expect("url");
+    long_release(Engine::Postgres, &url).await;
+}
+
 #[tokio::test]
 async fn sqlite_old_queries() {
     let db = TestDb::new(Kind::Sqlite)

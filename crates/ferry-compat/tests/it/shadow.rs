@@ -156,6 +156,100 @@ async fn sqlite_shadow_proves_roundtrips() {
     common_cases(Engine::Sqlite, &url).await;
 }
 
+/// On PostgreSQL the snapshot after a table, view or index statement re-reads only the
+/// relations it can change; in debug builds each such snapshot is checked against a full one
+/// and a difference panics. These migrations make the scoped reads follow renames into the
+/// views, foreign keys, owned sequences and SQL-body functions that name a relation.
+#[tokio::test]
+async fn postgres_scoped_snapshots_follow_what_a_statement_drags_along() {
+    let Some((_db, url)) = server(Kind::Postgres).await else {
+        return;
+    };
+    let steps: &[(&str, &str, &str)] = &[
+        (
+            "orders",
+            "CREATE TABLE orders (id serial PRIMARY KEY, user_id integer REFERENCES users (id), \
+             total integer NOT NULL DEFAULT 0);\nCREATE INDEX orders_user ON orders (user_id);",
+            "DROP TABLE orders;",
+        ),
+        (
+            "view",
+            "CREATE VIEW order_totals AS SELECT user_id, sum(total) AS total FROM orders GROUP BY user_id;",
+            "DROP VIEW order_totals;",
+        ),
+        (
+            "rename_column",
+            "ALTER TABLE orders RENAME COLUMN total TO total_cents;",
+            "ALTER TABLE orders RENAME COLUMN total_cents TO total;",
+        ),
+        (
+            "rename_users",
+            "ALTER TABLE users RENAME TO members;",
+            "ALTER TABLE members RENAME TO users;",
+        ),
+        (
+            "rename_index",
+            "ALTER INDEX orders_user RENAME TO orders_by_user;",
+            "ALTER INDEX orders_by_user RENAME TO orders_user;",
+        ),
+        (
+            "function",
+            "CREATE FUNCTION order_count() RETURNS bigint LANGUAGE sql \
+             BEGIN ATOMIC SELECT count(*) FROM orders; END;",
+            "DROP FUNCTION order_count();",
+        ),
+        (
+            "rename_orders",
+            "ALTER TABLE orders RENAME TO purchases;",
+            "ALTER TABLE purchases RENAME TO orders;",
+        ),
+        (
+            "index_concurrently",
+            "-- ferry:no-transaction\nCREATE INDEX CONCURRENTLY purchases_total ON purchases (total_cents);",
+            "-- ferry:no-transaction\nDROP INDEX CONCURRENTLY purchases_total;",
+        ),
+        (
+            "archive",
+            "CREATE TABLE archive AS SELECT * FROM purchases;\nCOMMENT ON TABLE archive IS 'old rows';",
+            "DROP TABLE archive;",
+        ),
+        (
+            "qty",
+            "ALTER TABLE purchases ADD COLUMN qty smallint, ADD COLUMN note text DEFAULT 'none';",
+            "ALTER TABLE purchases DROP COLUMN qty, DROP COLUMN note;",
+        ),
+        (
+            "widen_qty",
+            "ALTER TABLE purchases ALTER COLUMN qty TYPE integer, ALTER COLUMN note SET NOT NULL;",
+            "ALTER TABLE purchases ALTER COLUMN qty TYPE smallint, ALTER COLUMN note DROP NOT NULL;",
+        ),
+        (
+            "check",
+            "ALTER TABLE purchases ADD CONSTRAINT qty_positive CHECK (qty > 0);\nDROP INDEX orders_by_user;",
+            "CREATE INDEX orders_by_user ON purchases (user_id);\n\
+             ALTER TABLE purchases DROP CONSTRAINT qty_positive;",
+        ),
+    ];
+    let mut new = Vec::new();
+    for (i, (name, up, down)) in steps.iter().enumerate() {
+        let mut mig = m(2 + i as i64, name, up, Some(down));
+        mig.up_transaction = !up.starts_with("-- ferry:no-transaction");
+        mig.down_transaction = !down.starts_with("-- ferry:no-transaction");
+        new.push(mig);
+    }
+    let r = run(Engine::Postgres, &url, new).await;
+    for mig in &r.migrations {
+        assert_eq!(mig.roundtrip.ok, Some(true), "{}: {r:#?}", mig.name);
+        assert!(
+            mig.findings
+                .iter()
+                .all(|f| f.rule != Rule::ShadowApplyFailed),
+            "{r:#?}"
+        );
+    }
+    assert_eq!(r.migrations.len(), steps.len());
+}
+
 #[tokio::test]
 async fn postgres_shadow_proves_roundtrips_and_finds_what_the_parser_cannot_see() {
     let Some((_db, url)) = server(Kind::Postgres).await else {
