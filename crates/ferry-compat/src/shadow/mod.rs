@@ -679,24 +679,41 @@ pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usi
     by.into_iter().collect()
 }
 
-/// From this many new migrations on, the proof is split between two shadow databases that run
-/// at once (see [`split`]).
+/// From this many new migrations on, the proof is split between shadow databases that run at
+/// once (see [`split`]).
 const PARALLEL_FROM: usize = 24;
 
-/// Which new migrations (by index) each shadow database proves. The first proves the oldest
-/// part; the second first brings its database to where the first part ends with one plain
-/// `up`, then proves the rest. Each part is applied, reverted and replayed (three runs of its
-/// migrations) and the second also applies the first part once, so the first part is larger:
-/// 3a = a + 3(n - a) at a = 0.6n.
-/// `FERRY_COMPAT_PARALLEL=0` keeps the proof in one database (a small shared server).
+/// Which new migrations (by index) each shadow database proves: one part per core, at most
+/// three. The first proves the oldest part; each later one first brings its database to where
+/// the parts before it end with one plain `up`, then proves its own. A part's migrations run
+/// three times (up, down, replay) and the ones before it once more, so with all parts taking
+/// equally long each part is 2/3 of the one before (two parts: 60 % and 40 %).
+/// `FERRY_COMPAT_PARALLEL=N` sets the number of databases (1 to 4; `0` or `1` keeps the proof in
+/// one, for a small shared server).
 pub fn split(new: usize) -> Vec<std::ops::Range<usize>> {
-    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let allowed = std::env::var("FERRY_COMPAT_PARALLEL").map_or(true, |v| v != "0");
-    if new < PARALLEL_FROM || parallel < 2 || !allowed {
-        return std::iter::once(0..new).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = std::env::var("FERRY_COMPAT_PARALLEL")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(cores.min(3));
+    let parts = if new < PARALLEL_FROM {
+        1
+    } else {
+        wanted.clamp(1, 4) as i32
+    };
+    let first = new as f64 / (3.0 * (1.0 - (2.0f64 / 3.0).powi(parts)));
+    let mut out = Vec::new();
+    let mut start = 0;
+    for k in 0..parts {
+        let end = if k == parts - 1 {
+            new
+        } else {
+            (start + (first * (2.0f64 / 3.0).powi(k)).round() as usize).min(new)
+        };
+        out.push(start..end);
+        start = end;
     }
-    let a = (new * 3).div_ceil(5);
-    vec![0..a, a..new]
+    out
 }
 
 /// Runs the proof. Returns one [`Proof`] per new migration, in version order.
@@ -708,21 +725,15 @@ pub async fn prove(
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
     let base = base_version.unwrap_or(0);
     let new = migrations.iter().filter(|m| m.version > base).count();
-    let parts = split(new);
-    let part = |range| async move {
+    let parts = split(new).into_iter().map(|range| async move {
         let shadow = Shadow::create(server).await?;
         let result = run(&shadow, migrations, base_version, old_queries, range).await;
         shadow.destroy().await;
         result
-    };
+    });
     let mut proofs = BTreeMap::new();
-    match parts.as_slice() {
-        [one, two] => {
-            let (a, b) = tokio::join!(part(one.clone()), part(two.clone()));
-            proofs.extend(a?);
-            proofs.extend(b?);
-        }
-        _ => proofs.extend(part(0..new).await?),
+    for part in futures_util::future::join_all(parts).await {
+        proofs.extend(part?);
     }
     Ok(proofs)
 }
@@ -1047,6 +1058,22 @@ mod tests {
         ]);
         assert!(may_break_queries(&base, &function), "overloads");
         assert!(may_break_queries(&base, &base), "unseen changes");
+    }
+
+    #[test]
+    fn parts_cover_every_migration_once_oldest_largest() {
+        for n in [0, 1, 23, 24, 30, 300] {
+            let parts = split(n);
+            assert_eq!(parts.first().map_or(0, |r| r.start), 0);
+            assert_eq!(parts.last().map_or(0, |r| r.end), n);
+            for w in parts.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert!(w[0].len() >= w[1].len(), "{parts:?}");
+            }
+            if n < PARALLEL_FROM {
+                assert_eq!(parts.len(), 1);
+            }
+        }
     }
 
     #[test]
