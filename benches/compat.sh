@@ -11,20 +11,21 @@
 #              CONCURRENTLY (no-transaction), CREATE VIEW, CREATE TABLE with a foreign key, each
 #              with a correct down
 #   example    the example app's migrations/ alone, the first one deployed
-# For each set:
+# For each set, RUNS rounds of one of each, interleaved (a shared machine that drifts affects both):
 #   up     `ferry migrate up` of the whole set into a freshly created, empty database
 #   check  `ferry compat check --from <deployed version> --old-queries Q --output json`: static
 #          analysis; the shadow proof (apply the deployed migrations, then for each new one: up,
 #          snapshot, prepare every old query; then down and compare, then up again); the old
 #          queries are a few dozen SELECT/INSERT/UPDATE statements with parameters against the
 #          deployed tables
-# The figure is check / up of the medians; the target (issue 4) is at most 3.
+# The figures are check / up of the medians and the median of each round's check / up; the
+# target (issue 4) is at most 3.
 # Results go to stdout and to benches/results/compat-<UTC date-time>.json.
 #
 # Environment (all optional):
 #   N=300                  generated migrations to check
 #   BASE=20                generated tables already deployed (the old queries use them)
-#   RUNS=3                 timed runs per contender
+#   RUNS=3                 rounds (one timed run of each contender per round)
 #   FERRY_BENCH_PG=postgres://postgres@127.0.0.1:5432
 #                          server URL; a database path in it is ignored, query parameters are
 #                          kept. The bench creates and drops ferry_bench_compat_<pid>; the check
@@ -195,24 +196,20 @@ stats() {
   }'
 }
 
-# time_runs NAME CMD...: runs CMD RUNS times from the scratch dir, prints "median min max".
-time_runs() {
+# time_one NAME CMD...: one timed run of CMD from the scratch dir after prepare_run; appends the
+# seconds to NAME.times.
+time_one() {
   local name="$1"; shift
-  local times="$WORK/$name.times"
-  : >"$times"
-  for ((r = 1; r <= RUNS; r++)); do
-    prepare_run
-    local t0 t1
-    t0="$(date +%s.%N)"
-    if ! (cd "$WORK" && "$@") >"$WORK/$name.out" 2>"$WORK/$name.err"; then
-      cat "$WORK/$name.out" "$WORK/$name.err" >&2
-      die "$name failed on run $r"
-    fi
-    t1="$(date +%s.%N)"
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' | tee -a "$times" \
-      | sed "s/^/    $name run $r: /;s/\$/ s/" >&2
-  done
-  stats <"$times"
+  prepare_run
+  local t0 t1
+  t0="$(date +%s.%N)"
+  if ! (cd "$WORK" && "$@") >"$WORK/$name.out" 2>"$WORK/$name.err"; then
+    cat "$WORK/$name.out" "$WORK/$name.err" >&2
+    die "$name failed"
+  fi
+  t1="$(date +%s.%N)"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' | tee -a "$WORK/$name.times" \
+    | sed "s/^/    $name: /;s/\$/ s/" >&2
 }
 
 # verify_check NAME EXPECTED_MIGRATIONS: the last report proved every migration and found
@@ -233,17 +230,26 @@ verify_up() {
 }
 
 declare -A MED MIN MAX
-measure() { # measure SET DIR FROM QUERIES EXPECTED_TOTAL EXPECTED_CHECKED
+# measure SET DIR FROM QUERIES EXPECTED_TOTAL EXPECTED_CHECKED: RUNS rounds of one `up` and one
+# `check`, interleaved, so that a machine that slows down or speeds up (a shared VM's disk and
+# CPUs do) affects both contenders alike.
+measure() {
   local set="$1" dir="$2" from="$3" queries="$4" total="$5" checked="$6"
-  log "$set: migrate up of $total migrations"
-  read -r MED[$set.up] MIN[$set.up] MAX[$set.up] < <(time_runs "$set-up" \
-    "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$dir" --output json)
-  verify_up "$total"
-  log "$set: compat check of $checked migrations above $from, $(grep -c ';' "$queries") old queries"
-  read -r MED[$set.check] MIN[$set.check] MAX[$set.check] < <(time_runs "$set-check" \
-    "$FERRY_BIN" compat check --from "$from" --shadow-url "$(db_url postgres)" \
-      --migrations "$dir" --old-queries "$queries" --output json)
-  verify_check "$set-check" "$checked"
+  log "$set: migrate up of $total migrations and compat check of $checked above $from" \
+    "($(grep -c ';' "$queries") old queries), $RUNS rounds"
+  : >"$WORK/$set-up.times"
+  : >"$WORK/$set-check.times"
+  for ((r = 1; r <= RUNS; r++)); do
+    time_one "$set-up" \
+      "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$dir" --output json
+    verify_up "$total"
+    time_one "$set-check" \
+      "$FERRY_BIN" compat check --from "$from" --shadow-url "$(db_url postgres)" \
+        --migrations "$dir" --old-queries "$queries" --output json
+    verify_check "$set-check" "$checked"
+  done
+  read -r MED[$set.up] MIN[$set.up] MAX[$set.up] < <(stats <"$WORK/$set-up.times")
+  read -r MED[$set.check] MIN[$set.check] MAX[$set.check] < <(stats <"$WORK/$set-check.times")
   grep -h 'compat: shadow' "$WORK/$set-check.err" | sed 's/^/    last run: /' >&2 || true
 }
 
@@ -253,11 +259,19 @@ LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '0 0 0')"
 
 # --- 3. report ------------------------------------------------------------------------------
 ratio() { awk -v a="${MED[$1.check]}" -v b="${MED[$1.up]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
+# The median of each round's own check / up: rounds are interleaved, so this one cancels a
+# machine that drifts between rounds.
+round_ratio() {
+  paste "$WORK/$1-check.times" "$WORK/$1-up.times" | awk '$2 > 0 { printf "%.6f\n", $1 / $2 }' \
+    | stats | awk '{ printf "%.2f %.2f %.2f\n", $1, $2, $3 }'
+}
 R_GEN="$(ratio generated)"
 R_EX="$(ratio example)"
+read -r RR_GEN RR_GEN_MIN RR_GEN_MAX < <(round_ratio generated)
+read -r RR_EX RR_EX_MIN RR_EX_MAX < <(round_ratio example)
 
 echo
-echo "compat check vs migrate up, PostgreSQL $PG_VERSION, median of $RUNS runs"
+echo "compat check vs migrate up, PostgreSQL $PG_VERSION, median of $RUNS interleaved rounds"
 echo "load average: $LOAD_START at the start, $LOAD_END at the end ($(nproc) cores)"
 printf '%-20s %10s %10s %10s\n' "" median_s min_s max_s
 for s in generated example; do
@@ -267,7 +281,9 @@ for s in generated example; do
 done
 printf 'check / up, generated (%s + %s deployed, %s old queries): %s (target <= 3)\n' \
   "$N" "$((BASE + EXAMPLE_COUNT))" "$GEN_QUERIES" "$R_GEN"
+printf '  per round: median %s, min %s, max %s\n' "$RR_GEN" "$RR_GEN_MIN" "$RR_GEN_MAX"
 printf 'check / up, example (%s migrations): %s\n' "$EXAMPLE_COUNT" "$R_EX"
+printf '  per round: median %s, min %s, max %s\n' "$RR_EX" "$RR_EX_MIN" "$RR_EX_MAX"
 
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 mkdir -p "$RESULTS_DIR"
@@ -285,12 +301,16 @@ entry() { printf '{"median_s": %s, "min_s": %s, "max_s": %s}' "${MED[$1]}" "${MI
   printf '  "ferry_version": %s,\n' "$(json_str "$FERRY_VERSION")"
   printf '  "generated": {"checked_migrations": %s, "deployed_migrations": %s, "old_queries": %s,\n' \
     "$N" "$((BASE + EXAMPLE_COUNT))" "$GEN_QUERIES"
-  printf '    "up": %s,\n    "check": %s,\n    "check_over_up": %s},\n' \
+  printf '    "up": %s,\n    "check": %s,\n    "check_over_up": %s,\n' \
     "$(entry generated.up)" "$(entry generated.check)" "$R_GEN"
+  printf '    "check_over_up_per_round": {"median": %s, "min": %s, "max": %s}},\n' \
+    "$RR_GEN" "$RR_GEN_MIN" "$RR_GEN_MAX"
   printf '  "example": {"checked_migrations": %s, "deployed_migrations": 1, "old_queries": %s,\n' \
     "$((EXAMPLE_COUNT - 1))" "$(grep -c ';' "$WORK/example-queries.sql")"
-  printf '    "up": %s,\n    "check": %s,\n    "check_over_up": %s},\n' \
+  printf '    "up": %s,\n    "check": %s,\n    "check_over_up": %s,\n' \
     "$(entry example.up)" "$(entry example.check)" "$R_EX"
+  printf '    "check_over_up_per_round": {"median": %s, "min": %s, "max": %s}},\n' \
+    "$RR_EX" "$RR_EX_MIN" "$RR_EX_MAX"
   printf '  "target_check_over_up": 3\n'
   printf '}\n'
 } >"$OUT"
