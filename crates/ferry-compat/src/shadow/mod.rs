@@ -185,11 +185,11 @@ impl Inspector {
     async fn snapshot(
         &mut self,
         url: &DatabaseUrl,
-        scope: Option<&BTreeSet<String>>,
+        scope: Option<&scope::Scope>,
     ) -> Result<Snapshot, CompatError> {
         let start = std::time::Instant::now();
         let r = match (&mut self.conn, scope) {
-            (Conn::Pg(c), Some(names)) => self.catalog.scoped(c, names).await,
+            (Conn::Pg(c), Some(scope)) => self.catalog.scoped(c, scope).await,
             (Conn::Pg(c), None) => self.catalog.full(c).await,
             (Conn::MySql(c), _) => mysql::snapshot(c).await,
             (Conn::Sqlite(c), _) => sqlite::snapshot(c).await,
@@ -198,7 +198,7 @@ impl Inspector {
         self.snapshots.1 += start.elapsed();
         let snap = r.map_err(shadow_err("cannot read the shadow database's catalog", url))?;
         if cfg!(debug_assertions)
-            && let (Conn::Pg(c), Some(names)) = (&mut self.conn, scope)
+            && let (Conn::Pg(c), Some(scope)) = (&mut self.conn, scope)
         {
             let full = postgres::Catalog::default()
                 .full(c)
@@ -207,7 +207,7 @@ impl Inspector {
             let wrong = differences(&full, &snap);
             assert!(
                 wrong.is_empty(),
-                "a snapshot scoped to {names:?} differs from the full one: {wrong:#?}"
+                "a snapshot scoped to {scope:?} differs from the full one: {wrong:#?}"
             );
         }
         Ok(snap)
@@ -804,11 +804,11 @@ async fn run_with(
         .collect();
     // What each script can change: the snapshot after it re-reads only that (PostgreSQL).
     let engine = shadow.engine;
-    let up_scope: Vec<Option<BTreeSet<String>>> = new
+    let up_scope: Vec<Option<scope::Scope>> = new
         .iter()
         .map(|m| scope::relations(engine, &m.up))
         .collect();
-    let down_scope: Vec<Option<BTreeSet<String>>> = new
+    let down_scope: Vec<Option<scope::Scope>> = new
         .iter()
         .map(|m| m.down.as_deref().and_then(|d| scope::relations(engine, d)))
         .collect();

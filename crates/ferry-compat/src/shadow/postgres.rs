@@ -54,10 +54,12 @@ const QUERIES: &[&str] = &[
      WHERE n.nspname = current_schema() AND {rel:c.oid}",
 ];
 
-/// For a scoped snapshot, `$1` holds the relation names a migration can have changed
-/// ([`super::scope`]). `rel` adds what they drag along: their indexes and owned sequences
-/// (dropped or rebuilt with them), and the views and tables whose views and foreign keys refer
-/// to them (their text names them). Functions whose SQL body refers to them are read again too.
+/// For a scoped snapshot, `$1` holds the relation names a migration can have changed and `$2`
+/// whether it renamed something or changed a column's type ([`super::scope`]). `rel` adds what
+/// they drag along: their indexes and owned sequences (dropped or rebuilt with them), an
+/// index's table (renaming a constraint's index renames the constraint), and, after a rename,
+/// the views and the tables whose foreign keys refer to them (their text names them); `fns` the
+/// functions whose SQL body refers to them.
 const SCOPE: &str = "WITH named AS (
     SELECT c.oid FROM pg_class c
     WHERE c.relname = ANY($1)
@@ -65,17 +67,19 @@ const SCOPE: &str = "WITH named AS (
 ), rel AS (
     SELECT oid FROM named
     UNION SELECT x.indexrelid FROM pg_index x WHERE x.indrelid = ANY(ARRAY(SELECT oid FROM named))
+    UNION SELECT x.indrelid FROM pg_index x WHERE x.indexrelid = ANY(ARRAY(SELECT oid FROM named))
     UNION SELECT d.objid FROM pg_depend d
       WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(ARRAY(SELECT oid FROM named))
         AND d.classid = 'pg_class'::regclass
     UNION SELECT w.ev_class FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
-      WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(ARRAY(SELECT oid FROM named))
-        AND d.classid = 'pg_rewrite'::regclass
-    UNION SELECT k.conrelid FROM pg_constraint k WHERE k.confrelid = ANY(ARRAY(SELECT oid FROM named))
+      WHERE $2 AND d.refclassid = 'pg_class'::regclass
+        AND d.refobjid = ANY(ARRAY(SELECT oid FROM named)) AND d.classid = 'pg_rewrite'::regclass
+    UNION SELECT k.conrelid FROM pg_constraint k
+      WHERE $2 AND k.confrelid = ANY(ARRAY(SELECT oid FROM named))
 ), fns AS (
     SELECT d.objid AS oid FROM pg_depend d
-    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(ARRAY(SELECT oid FROM named))
-      AND d.classid = 'pg_proc'::regclass
+    WHERE $2 AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid = ANY(ARRAY(SELECT oid FROM named)) AND d.classid = 'pg_proc'::regclass
 )
 ";
 
@@ -152,16 +156,18 @@ impl Catalog {
         Ok(self.snapshot.clone())
     }
 
-    /// Reads again only the relations named in `names` and what they drag along (see
-    /// [`SCOPE`]); everything else is as the last snapshot read it.
+    /// Reads again only the relations `scope` names and what they drag along (see [`SCOPE`]);
+    /// everything else is as the last snapshot read it.
     pub async fn scoped(
         &mut self,
         conn: &mut PgConnection,
-        names: &BTreeSet<String>,
+        scope: &super::scope::Scope,
     ) -> Result<Snapshot, sqlx::Error> {
+        let names = &scope.names;
         let list: Vec<&str> = names.iter().map(String::as_str).collect();
         let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(SCOPED.as_str()))
             .bind(&list)
+            .bind(scope.renames)
             .fetch_all(&mut *conn)
             .await?;
         // Forget every object of the named relations (some are gone), of their indexes and

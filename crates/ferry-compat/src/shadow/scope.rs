@@ -8,32 +8,44 @@
 //! (functions, types, sequences, triggers, data changes that may fire triggers, CASCADE, a
 //! schema-qualified name, a statement the parser cannot read) returns `None`: a full snapshot.
 //! The snapshot side adds what a named relation drags along (its indexes and owned sequences,
-//! the views and foreign keys that refer to it); in debug builds every scoped snapshot is
-//! compared with a full one.
+//! an index's table, and, when the script renames something or changes a column's type, the
+//! views, foreign keys and SQL-body functions whose text names it); in debug builds every
+//! scoped snapshot is compared with a full one.
 
 use std::collections::BTreeSet;
 
 use ferry_core::Engine;
 use sqlparser::ast::{
-    AlterIndexOperation, AlterTableOperation, DropBehavior, Ident, ObjectName, ObjectNamePart,
-    ObjectType, RenameTableNameKind, Statement,
+    AlterColumnOperation, AlterIndexOperation, AlterTableOperation, DropBehavior, Ident,
+    ObjectName, ObjectNamePart, ObjectType, RenameTableNameKind, Statement,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 
-/// The relation names (as stored in the catalog) `script` can change, or `None` when the whole
-/// catalog must be read again.
-pub fn relations(engine: Engine, script: &str) -> Option<BTreeSet<String>> {
+/// What a script can change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The relation names (as stored in the catalog) it names.
+    pub names: BTreeSet<String>,
+    /// Whether it renames a relation or column or changes a column's type: only then can the
+    /// text of an object that refers to a named relation (a view, a foreign key on another
+    /// table, a SQL-body function) change. Adding, dropping (without CASCADE) and constraining
+    /// cannot: PostgreSQL refuses to drop what such an object depends on.
+    pub renames: bool,
+}
+
+/// What `script` can change, or `None` when the whole catalog must be read again.
+pub fn relations(engine: Engine, script: &str) -> Option<Scope> {
     if engine != Engine::Postgres {
         return None;
     }
-    let mut names = BTreeSet::new();
+    let mut scope = Scope::default();
     for (_, text) in ferry_migrate::sql::split_statements(script) {
         let statements = crate::analyze::parse(engine, &PostgreSqlDialect {}, &text).ok()?;
         for s in &statements {
-            statement(s, &mut names)?;
+            statement(s, &mut scope)?;
         }
     }
-    Some(names)
+    Some(scope)
 }
 
 /// PostgreSQL folds unquoted identifiers to lower case.
@@ -56,7 +68,8 @@ fn cascades(behavior: &Option<DropBehavior>) -> bool {
     matches!(behavior, Some(DropBehavior::Cascade))
 }
 
-fn statement(s: &Statement, names: &mut BTreeSet<String>) -> Option<()> {
+fn statement(s: &Statement, scope: &mut Scope) -> Option<()> {
+    let names = &mut scope.names;
     match s {
         Statement::CreateTable(ct) if ct.clone.is_none() => {
             names.insert(name(&ct.name)?);
@@ -83,9 +96,14 @@ fn statement(s: &Statement, names: &mut BTreeSet<String>) -> Option<()> {
                     AlterTableOperation::RenameTable { table_name } => {
                         let (RenameTableNameKind::As(n) | RenameTableNameKind::To(n)) = table_name;
                         names.insert(name(n)?);
+                        scope.renames = true;
                     }
+                    AlterTableOperation::RenameColumn { .. }
+                    | AlterTableOperation::AlterColumn {
+                        op: AlterColumnOperation::SetDataType { .. },
+                        ..
+                    } => scope.renames = true,
                     AlterTableOperation::AddColumn { .. }
-                    | AlterTableOperation::RenameColumn { .. }
                     | AlterTableOperation::AlterColumn { .. }
                     | AlterTableOperation::AddConstraint { .. }
                     | AlterTableOperation::RenameConstraint { .. }
@@ -122,7 +140,25 @@ mod tests {
     use super::*;
 
     fn scope(sql: &str) -> Option<Vec<String>> {
-        relations(Engine::Postgres, sql).map(|s| s.into_iter().collect())
+        relations(Engine::Postgres, sql).map(|s| s.names.into_iter().collect())
+    }
+
+    fn renames(sql: &str) -> bool {
+        relations(Engine::Postgres, sql).is_some_and(|s| s.renames)
+    }
+
+    #[test]
+    fn only_renames_and_type_changes_reach_what_refers_to_a_relation() {
+        assert!(renames("ALTER TABLE a RENAME TO b;"));
+        assert!(renames("ALTER TABLE a RENAME COLUMN x TO y;"));
+        assert!(renames("ALTER TABLE a ALTER COLUMN x TYPE bigint;"));
+        assert!(!renames(
+            "ALTER TABLE a ADD COLUMN x int, ALTER COLUMN y SET NOT NULL;"
+        ));
+        assert!(!renames(
+            "CREATE INDEX i ON a (x); DROP TABLE b; CREATE VIEW v AS SELECT 1;"
+        ));
+        assert!(!renames("ALTER INDEX i RENAME TO j;"));
     }
 
     #[test]

@@ -204,6 +204,12 @@ async fn postgres_scoped_snapshots_follow_what_a_statement_drags_along() {
             "ALTER TABLE purchases RENAME TO orders;",
         ),
         (
+            // Renames the primary-key constraint too.
+            "rename_pkey",
+            "ALTER INDEX orders_pkey RENAME TO purchases_pkey;",
+            "ALTER INDEX purchases_pkey RENAME TO orders_pkey;",
+        ),
+        (
             "index_concurrently",
             "-- ferry:no-transaction\nCREATE INDEX CONCURRENTLY purchases_total ON purchases (total_cents);",
             "-- ferry:no-transaction\nDROP INDEX CONCURRENTLY purchases_total;",
