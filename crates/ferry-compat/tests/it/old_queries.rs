@@ -1,28 +1,16 @@
 //! The previous version's queries, prepared in the shadow database after each new migration, on
 //! real PostgreSQL, MariaDB and SQLite.
 
-use std::path::PathBuf;
-
 use ferry_compat::{CheckOptions, Class, DatabaseUrl, Engine, OldQuery, Report, Rule, check};
-use ferry_migrate::{Layout, Migration};
-use ferry_testkit::db::{Kind, TestDb};
+use ferry_migrate::Migration;
+use ferry_testkit::db::Kind;
 
+use crate::{BASE_UP, server};
+
+/// A migration with a down script.
 fn m(version: i64, name: &str, up: &str, down: &str) -> Migration {
-    Migration {
-        version,
-        name: name.to_string(),
-        up: up.to_string(),
-        down: Some(down.to_string()),
-        checksum: ferry_migrate::source::checksum(up),
-        up_transaction: true,
-        down_transaction: true,
-        path: PathBuf::from(format!("{version}_{name}.up.sql")),
-        layout: Layout::Native,
-    }
+    crate::m(version, name, up, Some(down))
 }
-
-const BASE_UP: &str = "CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL, \
-                       status VARCHAR(20) NOT NULL DEFAULT 'active', age INTEGER);";
 
 /// `$n` on PostgreSQL, `?` elsewhere: the parameter syntax each driver's users write.
 fn p(engine: Engine, n: usize) -> String {
@@ -344,46 +332,37 @@ async fn long_release(engine: Engine, url: &DatabaseUrl) {
 
 #[tokio::test]
 async fn sqlite_long_release() {
-    let db = TestDb::new(Kind::Sqlite)
-        .await
-        .expect("sqlite needs no server");
-    let url = DatabaseUrl::parse(&db.url).expect("url");
+    let (_db, url) = server(Kind::Sqlite).await.expect("sqlite needs no server");
     long_release(Engine::Sqlite, &url).await;
 }
 
 #[tokio::test]
 async fn postgres_long_release() {
-    let Some(db) = TestDb::new(Kind::Postgres).await else {
+    let Some((_db, url)) = server(Kind::Postgres).await else {
         return;
     };
-    let url = DatabaseUrl::parse(&db.url).expect("url");
     long_release(Engine::Postgres, &url).await;
 }
 
 #[tokio::test]
 async fn sqlite_old_queries() {
-    let db = TestDb::new(Kind::Sqlite)
-        .await
-        .expect("sqlite needs no server");
-    let url = DatabaseUrl::parse(&db.url).expect("url");
+    let (_db, url) = server(Kind::Sqlite).await.expect("sqlite needs no server");
     cases(Engine::Sqlite, &url).await;
 }
 
 #[tokio::test]
 async fn postgres_old_queries() {
-    let Some(db) = TestDb::new(Kind::Postgres).await else {
+    let Some((_db, url)) = server(Kind::Postgres).await else {
         return;
     };
-    let url = DatabaseUrl::parse(&db.url).expect("url");
     cases(Engine::Postgres, &url).await;
 }
 
 #[tokio::test]
 async fn mysql_old_queries() {
-    let Some(db) = TestDb::new(Kind::MySql).await else {
+    let Some((_db, url)) = server(Kind::MySql).await else {
         return;
     };
-    let url = DatabaseUrl::parse(&db.url).expect("url");
     cases(Engine::MySql, &url).await;
 }
 

@@ -1,34 +1,11 @@
 //! The dynamic proof against real databases: SQLite always, PostgreSQL and MariaDB from
 //! ferry-testkit's servers (fails under CI=true when unreachable, says SKIPPED elsewhere).
 
-use std::path::PathBuf;
-
 use ferry_compat::{CheckOptions, DatabaseUrl, Engine, Report, Rule, check};
-use ferry_migrate::{Layout, Migration};
-use ferry_testkit::db::{Kind, TestDb};
+use ferry_migrate::Migration;
+use ferry_testkit::db::Kind;
 
-fn m(version: i64, name: &str, up: &str, down: Option<&str>) -> Migration {
-    Migration {
-        version,
-        name: name.to_string(),
-        up: up.to_string(),
-        down: down.map(str::to_string),
-        checksum: ferry_migrate::source::checksum(up),
-        up_transaction: true,
-        down_transaction: true,
-        path: PathBuf::from(format!("{version}_{name}.up.sql")),
-        layout: Layout::Native,
-    }
-}
-
-const BASE_UP: &str = "CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL, \
-                       status VARCHAR(20) NOT NULL DEFAULT 'active', age INTEGER);";
-
-async fn server(kind: Kind) -> Option<(TestDb, DatabaseUrl)> {
-    let db = TestDb::new(kind).await?;
-    let url = DatabaseUrl::parse(&db.url).expect("test url");
-    Some((db, url))
-}
+use crate::{BASE_UP, m, server};
 
 async fn run(engine: Engine, url: &DatabaseUrl, new: Vec<Migration>) -> Report {
     let mut all = vec![m(1, "base", BASE_UP, Some("DROP TABLE users;"))];
