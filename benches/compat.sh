@@ -45,8 +45,9 @@ PG_INPUT="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="$ROOT/benches/results"
 
-die() { echo "compat.sh: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
+BENCH=compat.sh
+# shellcheck source=benches/pg.sh
+source "$ROOT/benches/pg.sh"
 
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
 [[ "$BASE" =~ ^[1-9][0-9]*$ ]] || die "BASE must be a positive integer, got '$BASE'"
@@ -54,36 +55,9 @@ log() { echo "==> $*" >&2; }
 command -v psql >/dev/null || die "psql not found (needed to create databases)"
 command -v jq >/dev/null || die "jq not found (needed to verify the check's report)"
 
-if [[ "$PG_INPUT" =~ ^(postgres(ql)?://[^/?]+)(/[^?]*)?(\?.*)?$ ]]; then
-  PG_BASE="${BASH_REMATCH[1]}"
-  PG_QUERY="${BASH_REMATCH[4]}"
-else
-  die "FERRY_BENCH_PG must look like postgres://user@host:port, got '$PG_INPUT'"
-fi
-db_url() { printf '%s/%s%s' "$PG_BASE" "$1" "$PG_QUERY"; }
-ADMIN_URL="$(db_url postgres)"
-
 # --- scratch space and cleanup --------------------------------------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench-compat.XXXXXX")"
 DB="ferry_bench_compat_$$"
-CONNECTED=0
-cleanup() {
-  local rc=$?
-  if [[ "$CONNECTED" == 1 ]]; then
-    psql -X -q -d "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 \
-      || echo "compat.sh: warning: could not drop $DB" >&2
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-psql -X -q -d "$ADMIN_URL" -c 'SELECT 1' >/dev/null \
-  || die "cannot connect to PostgreSQL at $ADMIN_URL (set FERRY_BENCH_PG)"
-CONNECTED=1
-PG_VERSION="$(psql -X -A -t -q -d "$ADMIN_URL" -c 'SHOW server_version')"
+pg_start ferry-bench-compat "$DB"
 
 # --- 1. the migration sets and the old queries ----------------------------------------------
 GEN="$WORK/generated"
@@ -186,14 +160,6 @@ prepare_run() {
   psql -X -q -v ON_ERROR_STOP=1 -d "$ADMIN_URL" -c "SET client_min_messages = warning" \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
   if [[ "$CAN_CHECKPOINT" == 1 ]]; then psql -X -q -d "$ADMIN_URL" -c CHECKPOINT >/dev/null; fi
-}
-
-stats() {
-  sort -g | awk '{ a[NR] = $1 } END {
-    if (NR == 0) exit 1
-    med = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-    printf "%.6f %.6f %.6f\n", med, a[1], a[NR]
-  }'
 }
 
 # time_one NAME CMD...: one timed run of CMD from the scratch dir after prepare_run; appends the

@@ -35,8 +35,9 @@ PG_INPUT="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="$ROOT/benches/results"
 
-die() { echo "migrate.sh: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
+BENCH=migrate.sh
+# shellcheck source=benches/pg.sh
+source "$ROOT/benches/pg.sh"
 
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, got '$RUNS'"
@@ -46,38 +47,9 @@ done
 has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
 command -v psql >/dev/null || die "psql not found (needed to create databases and for the floor)"
 
-# --- server URL: scheme://userinfo@host:port [/db] [?query] -> base + query ------------------
-if [[ "$PG_INPUT" =~ ^(postgres(ql)?://[^/?]+)(/[^?]*)?(\?.*)?$ ]]; then
-  PG_BASE="${BASH_REMATCH[1]}"
-  PG_QUERY="${BASH_REMATCH[4]}"
-else
-  die "FERRY_BENCH_PG must look like postgres://user@host:port, got '$PG_INPUT'"
-fi
-db_url() { printf '%s/%s%s' "$PG_BASE" "$1" "$PG_QUERY"; }
-ADMIN_URL="$(db_url postgres)"
-
 # --- scratch space and cleanup --------------------------------------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench.XXXXXX")"
 DB_PREFIX="ferry_bench_$$"
-CONNECTED=0
-cleanup() {
-  local rc=$?
-  for c in ferry sqlx psql; do
-    [[ "$CONNECTED" == 1 ]] || break
-    psql -X -q -d "$ADMIN_URL" -c "DROP DATABASE IF EXISTS ${DB_PREFIX}_$c WITH (FORCE)" \
-      >/dev/null 2>&1 || echo "migrate.sh: warning: could not drop ${DB_PREFIX}_$c" >&2
-  done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-psql -X -q -d "$ADMIN_URL" -c 'SELECT 1' >/dev/null \
-  || die "cannot connect to PostgreSQL at $ADMIN_URL (set FERRY_BENCH_PG)"
-CONNECTED=1
-PG_VERSION="$(psql -X -A -t -q -d "$ADMIN_URL" -c 'SHOW server_version')"
+pg_start ferry-bench "${DB_PREFIX}_ferry" "${DB_PREFIX}_sqlx" "${DB_PREFIX}_psql"
 
 # --- 1. generate the migrations -------------------------------------------------------------
 MIG="$WORK/migrations"
@@ -176,15 +148,6 @@ check_applied() {
   got="$(psql -X -A -t -q -d "$url" -c \
     "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename ~ '^t_[0-9]+\$'")"
   [[ "$got" -eq "$N" ]] || die "$name: expected $N tables after the run, found $got"
-}
-
-# median / min / max of the numbers on stdin, one per line
-stats() {
-  sort -g | awk '{ a[NR] = $1 } END {
-    if (NR == 0) exit 1
-    med = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-    printf "%.6f %.6f %.6f\n", med, a[1], a[NR]
-  }'
 }
 
 declare -A MEDIAN MIN MAX
