@@ -588,82 +588,90 @@ impl Registry {
         Ok(())
     }
 
+    /// HEAD or GET a manifest in any of the media types ferry copies: the response when the
+    /// registry has it, `None` on 404, an error naming `context` otherwise.
+    async fn fetch_manifest(
+        &self,
+        method: reqwest::Method,
+        repo: &str,
+        reference: &str,
+        context: &str,
+    ) -> Result<Option<reqwest::Response>> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(context, &[pull(repo)], || {
+                self.http
+                    .request(method.clone(), url.clone())
+                    .header(ACCEPT, MANIFEST_TYPES.join(", "))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(resp)),
+            s => Err(self.err(context, unexpected(s, resp).await)),
+        }
+    }
+
     /// HEAD a manifest: its digest (from `Docker-Content-Digest`) and size, when present.
     async fn head_manifest(
         &self,
         repo: &str,
         reference: &str,
     ) -> Result<Option<(Option<Digest>, u64)>> {
-        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let context = format!("looking up {repo}:{reference}");
-        let resp = self
-            .send(&context, &[pull(repo)], || {
-                self.http
-                    .head(url.clone())
-                    .header(ACCEPT, MANIFEST_TYPES.join(", "))
-            })
-            .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                let digest = header_digest(resp.headers());
-                let size = resp
-                    .headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                Ok(Some((digest, size)))
-            }
-            s => Err(self.err(&context, unexpected(s, resp).await)),
-        }
+        let Some(resp) = self
+            .fetch_manifest(reqwest::Method::HEAD, repo, reference, &context)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let digest = header_digest(resp.headers());
+        let size = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Some((digest, size)))
     }
 
     /// GET a manifest's bytes and media type, when present.
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<(Vec<u8>, String)>> {
-        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let context = format!("reading manifest {repo}@{reference}");
-        let resp = self
-            .send(&context, &[pull(repo)], || {
-                self.http
-                    .get(url.clone())
-                    .header(ACCEPT, MANIFEST_TYPES.join(", "))
-            })
-            .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                let header_type = resp
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-                let mut bytes = Vec::new();
-                let mut body = resp.bytes_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| self.err(&context, chain(&e)))?;
-                    bytes.extend_from_slice(&chunk);
-                    if bytes.len() > MAX_MANIFEST {
-                        return Err(self.err(
-                            &context,
-                            format!("larger than {MAX_MANIFEST} bytes: not a manifest"),
-                        ));
-                    }
-                }
-                let media_type = header_type
-                    .filter(|t| MANIFEST_TYPES.contains(&t.as_str()))
-                    .or_else(|| {
-                        serde_json::from_slice::<serde_json::Value>(&bytes)
-                            .ok()?
-                            .get("mediaType")?
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| MANIFEST_TYPES[0].to_string());
-                Ok(Some((bytes, media_type)))
+        let Some(resp) = self
+            .fetch_manifest(reqwest::Method::GET, repo, reference, &context)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let header_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let mut bytes = Vec::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.err(&context, chain(&e)))?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_MANIFEST {
+                return Err(self.err(
+                    &context,
+                    format!("larger than {MAX_MANIFEST} bytes: not a manifest"),
+                ));
             }
-            s => Err(self.err(&context, unexpected(s, resp).await)),
         }
+        let media_type = header_type
+            .filter(|t| MANIFEST_TYPES.contains(&t.as_str()))
+            .or_else(|| {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()?
+                    .get("mediaType")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| MANIFEST_TYPES[0].to_string());
+        Ok(Some((bytes, media_type)))
     }
 
     /// PUT manifest bytes unchanged under `reference` (a digest or a tag); returns the digest
