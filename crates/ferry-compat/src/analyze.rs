@@ -197,6 +197,15 @@ pub(crate) fn allows(script: &str) -> HashMap<String, String> {
 
 /// Parses one statement, working around sqlparser gaps for statements ferry knows are safe to
 /// read another way: `DROP INDEX CONCURRENTLY` means, for compatibility, what `DROP INDEX` means.
+/// sqlparser's dialect for an engine.
+pub(crate) fn dialect(engine: Engine) -> Box<dyn Dialect> {
+    match engine {
+        Engine::Postgres => Box::new(PostgreSqlDialect {}),
+        Engine::MySql => Box::new(MySqlDialect {}),
+        Engine::Sqlite => Box::new(SQLiteDialect {}),
+    }
+}
+
 pub(crate) fn parse(
     engine: Engine,
     dialect: &dyn Dialect,
@@ -223,14 +232,6 @@ impl Analyzer {
         }
     }
 
-    fn dialect(&self) -> Box<dyn Dialect> {
-        match self.engine {
-            Engine::Postgres => Box::new(PostgreSqlDialect {}),
-            Engine::MySql => Box::new(MySqlDialect {}),
-            Engine::Sqlite => Box::new(SQLiteDialect {}),
-        }
-    }
-
     /// Updates the schema model from an already-applied script; reports nothing.
     pub fn learn(&mut self, script: &str) {
         self.walk(script, true);
@@ -250,7 +251,7 @@ impl Analyzer {
     }
 
     fn walk(&mut self, script: &str, learning: bool) -> Vec<Finding> {
-        let dialect = self.dialect();
+        let dialect = dialect(self.engine);
         let mut run = Run {
             learning,
             findings: Vec::new(),

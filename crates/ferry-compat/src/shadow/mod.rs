@@ -307,14 +307,9 @@ struct Live<'q> {
 
 /// The words (identifiers and keywords) of `sql`, lowercased.
 fn words(engine: Engine, sql: &str) -> Option<BTreeSet<String>> {
-    use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect, SQLiteDialect};
     use sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = match engine {
-        Engine::Postgres => Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize(),
-        Engine::MySql => Tokenizer::new(&MySqlDialect {}, sql).tokenize(),
-        Engine::Sqlite => Tokenizer::new(&SQLiteDialect {}, sql).tokenize(),
-    }
-    .ok()?;
+    let dialect = crate::analyze::dialect(engine);
+    let tokens = Tokenizer::new(dialect.as_ref(), sql).tokenize().ok()?;
     Some(
         tokens
             .into_iter()
