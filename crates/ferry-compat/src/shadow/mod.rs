@@ -10,7 +10,11 @@
 //! Speed (`benches/compat.sh`): each pass is one run of the migrator (`up_with`/`down_with`);
 //! on PostgreSQL a snapshot after a table, view or index script re-reads only what the script
 //! can change ([`scope`]); and a long release is split between several shadow databases that
-//! run at once ([`split`]), each proving a consecutive part.
+//! run at once ([`split`]), each proving a consecutive part. What a short release spends outside
+//! the proof is cut too: the connections to a shadow database open at once, its snapshot
+//! statements are planned while the base migrations run, the base snapshot and the old queries'
+//! first prepare run at once on their own connections, and the connection that created the
+//! database drops it.
 
 mod mysql;
 mod postgres;
@@ -42,8 +46,38 @@ struct Shadow {
     engine: Engine,
     url: DatabaseUrl,
     admin: String,
+    /// The connection that created the database, kept to drop it.
+    admin_conn: Option<Admin>,
     name: String,
     file: Option<std::path::PathBuf>,
+}
+
+enum Admin {
+    Pg(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+}
+
+/// Runs `sql` (a DROP DATABASE) over `kept`, or over a new connection to `admin_url` when that
+/// one is gone (a server that closes idle sessions during a long run, say).
+async fn drop_over<C>(kept: Option<C>, admin_url: &str, sql: String) -> Result<(), sqlx::Error>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    if let Some(mut conn) = kept {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => return conn.close().await,
+            Err(e) => tracing::debug!(error = %e, "compat: dropping over a new connection"),
+        }
+    }
+    let mut conn = C::connect(admin_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
 }
 
 /// Unique per process and call, short enough for MySQL's 64-character names, and safe to splice
@@ -90,6 +124,7 @@ impl Shadow {
                     engine: Engine::Sqlite,
                     url,
                     admin: String::new(),
+                    admin_conn: None,
                     name,
                     file: Some(file),
                 })
@@ -97,15 +132,21 @@ impl Shadow {
             engine => {
                 let admin = server.for_driver();
                 let created = match engine {
-                    Engine::Postgres => postgres::create_database(&admin, &name).await,
-                    _ => mysql::create_database(&admin, &name).await,
+                    Engine::Postgres => postgres::create_database(&admin, &name)
+                        .await
+                        .map(Admin::Pg),
+                    _ => mysql::create_database(&admin, &name)
+                        .await
+                        .map(Admin::MySql),
                 };
-                created.map_err(shadow_err("cannot create the shadow database", server))?;
+                let admin_conn =
+                    created.map_err(shadow_err("cannot create the shadow database", server))?;
                 let url = DatabaseUrl::parse(&with_database(server.expose(), &name))?;
                 Ok(Shadow {
                     engine,
                     url,
                     admin,
+                    admin_conn: Some(admin_conn),
                     name,
                     file: None,
                 })
@@ -119,10 +160,13 @@ impl Shadow {
     /// one for SQLite, whose connection would prepare against the schema it last read (it reads
     /// it again when it runs a statement, as each snapshot does).
     async fn inspector(&self, with_queries: bool) -> Result<Inspector, CompatError> {
-        let conn = self.connect().await?;
-        let queries = match with_queries && self.engine != Engine::Sqlite {
-            true => Some(self.connect().await?),
-            false => None,
+        let (conn, queries) = match with_queries && self.engine != Engine::Sqlite {
+            true => {
+                let (conn, queries) =
+                    futures_util::future::join(self.connect(), self.connect()).await;
+                (conn?, Some(queries?))
+            }
+            false => (self.connect().await?, None),
         };
         Ok(Inspector {
             conn,
@@ -147,10 +191,23 @@ impl Shadow {
     }
 
     async fn destroy(self) {
-        let result = match self.engine {
-            Engine::Postgres => postgres::drop_database(&self.admin, &self.name).await,
-            Engine::MySql => mysql::drop_database(&self.admin, &self.name).await,
-            Engine::Sqlite => Ok(()),
+        let (admin, name) = (&self.admin, &self.name);
+        let result = match (self.engine, self.admin_conn) {
+            (Engine::Sqlite, _) => Ok(()),
+            (Engine::Postgres, kept) => {
+                let kept = kept.and_then(|c| match c {
+                    Admin::Pg(c) => Some(c),
+                    Admin::MySql(_) => None,
+                });
+                drop_over(kept, admin, postgres::drop_database(name)).await
+            }
+            (Engine::MySql, kept) => {
+                let kept = kept.and_then(|c| match c {
+                    Admin::MySql(c) => Some(c),
+                    Admin::Pg(_) => None,
+                });
+                drop_over(kept, admin, mysql::drop_database(name)).await
+            }
         };
         if let Err(e) = result {
             tracing::warn!(database = %self.name, error = %e, "compat: could not drop the shadow database");
@@ -185,55 +242,66 @@ type Prepared = Result<Vec<String>, String>;
 
 impl Inspector {
     /// The whole schema, or with `scope` (PostgreSQL) only the relations a migration can have
-    /// changed read again ([`scope::relations`]). In debug builds (every test) a scoped snapshot
-    /// is checked against a full one.
+    /// changed read again ([`scope::relations`]).
     async fn snapshot(
         &mut self,
         url: &DatabaseUrl,
         scope: Option<&scope::Scope>,
     ) -> Result<Snapshot, CompatError> {
-        let start = std::time::Instant::now();
-        let r = match (&mut self.conn, scope) {
-            (Conn::Pg(c), Some(scope)) => self.catalog.scoped(c, scope).await,
-            (Conn::Pg(c), None) => self.catalog.full(c).await,
-            (Conn::MySql(c), _) => mysql::snapshot(c).await,
-            (Conn::Sqlite(c), _) => sqlite::snapshot(c).await,
-        };
-        self.snapshots.0 += 1;
-        self.snapshots.1 += start.elapsed();
-        let snap = r.map_err(shadow_err("cannot read the shadow database's catalog", url))?;
-        if cfg!(debug_assertions)
-            && let (Conn::Pg(c), Some(scope)) = (&mut self.conn, scope)
-        {
-            let full = postgres::Catalog::default()
-                .full(c)
-                .await
-                .map_err(shadow_err("cannot read the shadow database's catalog", url))?;
-            let wrong = differences(&full, &snap);
-            assert!(
-                wrong.is_empty(),
-                "a snapshot scoped to {scope:?} differs from the full one: {wrong:#?}"
-            );
-        }
-        Ok(snap)
+        read(
+            &mut self.conn,
+            &mut self.catalog,
+            &mut self.snapshots,
+            url,
+            scope,
+        )
+        .await
     }
 
-    /// Prepares (never executes) each query against the current schema. A database error is
-    /// the query's outcome; anything else (I/O, protocol) fails the run.
+    /// The whole schema and the outcome of preparing `queries` on it: at once on a server,
+    /// where they have a connection each.
+    async fn snapshot_and_prepare(
+        &mut self,
+        url: &DatabaseUrl,
+        queries: &[&OldQuery],
+    ) -> Result<(Snapshot, Vec<Prepared>), CompatError> {
+        match &mut self.queries {
+            Some(q) => {
+                let (snap, prepared) = futures_util::future::join(
+                    read(
+                        &mut self.conn,
+                        &mut self.catalog,
+                        &mut self.snapshots,
+                        url,
+                        None,
+                    ),
+                    prepare_on(q, &mut self.prepares, queries, url),
+                )
+                .await;
+                Ok((snap?, prepared?))
+            }
+            None => {
+                let snap = self.snapshot(url, None).await?;
+                Ok((snap, self.prepare(queries, url).await?))
+            }
+        }
+    }
+
+    /// Gets the snapshot statements ready ([`postgres::Catalog::warm`]).
+    async fn warm(&mut self) {
+        if let Conn::Pg(c) = &mut self.conn {
+            postgres::Catalog::warm(c).await;
+        }
+    }
+
+    /// Prepares (never executes) each query against the current schema.
     async fn prepare(
         &mut self,
         queries: &[&OldQuery],
         url: &DatabaseUrl,
     ) -> Result<Vec<Prepared>, CompatError> {
-        let start = std::time::Instant::now();
-        let r = match self.queries.as_mut().unwrap_or(&mut self.conn) {
-            Conn::Pg(c) => prepare_all(c, queries).await,
-            Conn::MySql(c) => prepare_all(c, queries).await,
-            Conn::Sqlite(c) => prepare_all(c, queries).await,
-        };
-        self.prepares.0 += queries.len() as u32;
-        self.prepares.1 += start.elapsed();
-        r.map_err(shadow_err("cannot prepare the old queries", url))
+        let conn = self.queries.as_mut().unwrap_or(&mut self.conn);
+        prepare_on(conn, &mut self.prepares, queries, url).await
     }
 
     async fn close(self) {
@@ -255,6 +323,65 @@ impl Inspector {
             }
         }
     }
+}
+
+/// Reads the catalog on `conn` ([`Inspector::snapshot`]), counting the time in `stats`. In
+/// debug builds (every test) a scoped snapshot is checked against a full one.
+async fn read(
+    conn: &mut Conn,
+    catalog: &mut postgres::Catalog,
+    stats: &mut (u32, std::time::Duration),
+    url: &DatabaseUrl,
+    scope: Option<&scope::Scope>,
+) -> Result<Snapshot, CompatError> {
+    let start = std::time::Instant::now();
+    let r = match (&mut *conn, scope) {
+        (Conn::Pg(c), Some(scope)) => catalog.scoped(c, scope).await,
+        (Conn::Pg(c), None) => catalog.full(c).await,
+        (Conn::MySql(c), _) => mysql::snapshot(c).await,
+        (Conn::Sqlite(c), _) => sqlite::snapshot(c).await,
+    };
+    stats.0 += 1;
+    stats.1 += start.elapsed();
+    let snap = r.map_err(shadow_err("cannot read the shadow database's catalog", url))?;
+    if cfg!(debug_assertions)
+        && let (Conn::Pg(c), Some(scope)) = (conn, scope)
+    {
+        let full = postgres::Catalog::default()
+            .full(c)
+            .await
+            .map_err(shadow_err("cannot read the shadow database's catalog", url))?;
+        let wrong = differences(&full, &snap);
+        assert!(
+            wrong.is_empty(),
+            "a snapshot scoped to {scope:?} differs from the full one: {wrong:#?}"
+        );
+    }
+    Ok(snap)
+}
+
+/// Prepares (never executes) each query on `conn`, counting the time in `stats`. A database
+/// error is the query's outcome; anything else (I/O, protocol) fails the run.
+async fn prepare_on(
+    conn: &mut Conn,
+    stats: &mut (u32, std::time::Duration),
+    queries: &[&OldQuery],
+    url: &DatabaseUrl,
+) -> Result<Vec<Prepared>, CompatError> {
+    if queries.is_empty() {
+        // Not even the statement cache is cleared: on SQLite, or without old queries, this is
+        // the snapshot's connection.
+        return Ok(Vec::new());
+    }
+    let start = std::time::Instant::now();
+    let r = match conn {
+        Conn::Pg(c) => prepare_all(c, queries).await,
+        Conn::MySql(c) => prepare_all(c, queries).await,
+        Conn::Sqlite(c) => prepare_all(c, queries).await,
+    };
+    stats.0 += queries.len() as u32;
+    stats.1 += start.elapsed();
+    r.map_err(shadow_err("cannot prepare the old queries", url))
 }
 
 /// `Executor::prepare` is PostgreSQL's Parse/Describe (extended protocol), MySQL's
@@ -373,16 +500,14 @@ pub fn changed_relations(
 }
 
 impl<'q> OldQueries<'q> {
-    /// Prepares every query at the base. Those that fail there are the query file's fault, not a
-    /// migration's: one non-breaking finding each, returned for the first new migration.
-    async fn at_base(
+    /// The queries as they prepared at the base (`outcomes`, in the same order). Those that fail
+    /// there are the query file's fault, not a migration's: one non-breaking finding each,
+    /// returned for the first new migration.
+    fn at_base(
         engine: Engine,
-        queries: &'q [OldQuery],
-        inspector: &mut Inspector,
-        url: &DatabaseUrl,
-    ) -> Result<(Self, Vec<Finding>), CompatError> {
-        let all: Vec<&OldQuery> = queries.iter().collect();
-        let outcomes = inspector.prepare(&all, url).await?;
+        all: Vec<&'q OldQuery>,
+        outcomes: Vec<Prepared>,
+    ) -> (Self, Vec<Finding>) {
         let mut live = Vec::new();
         let mut invalid = Vec::new();
         for (q, outcome) in all.into_iter().zip(outcomes) {
@@ -411,7 +536,7 @@ impl<'q> OldQueries<'q> {
                 )),
             }
         }
-        Ok((OldQueries { live }, invalid))
+        (OldQueries { live }, invalid)
     }
 
     /// Prepares the live queries that can name a relation in `changed` (all of them when it is
@@ -745,9 +870,30 @@ async fn run(
     old_queries: &[OldQuery],
     range: std::ops::Range<usize>,
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
-    let mut driver = ferry_migrate::connect(&shadow.url).await?;
-    // After the driver: it creates SQLite's file.
-    let mut inspector = shadow.inspector(!old_queries.is_empty()).await?;
+    // At once on a server (each connection is a round trip or three, and TLS); one after the
+    // other for SQLite, whose file the driver creates.
+    let with_queries = !old_queries.is_empty();
+    let (driver, inspector) = match shadow.engine {
+        Engine::Sqlite => {
+            let driver = ferry_migrate::connect(&shadow.url).await;
+            (driver, shadow.inspector(with_queries).await)
+        }
+        _ => {
+            futures_util::future::join(
+                ferry_migrate::connect(&shadow.url),
+                shadow.inspector(with_queries),
+            )
+            .await
+        }
+    };
+    let mut driver = driver?;
+    let mut inspector = match inspector {
+        Ok(inspector) => inspector,
+        Err(e) => {
+            let _ = driver.close().await;
+            return Err(e);
+        }
+    };
     let start = std::time::Instant::now();
     let result = run_with(
         shadow,
@@ -813,13 +959,22 @@ async fn run_with(
         .map(|m| m.down.as_deref().and_then(|d| scope::relations(engine, d)))
         .collect();
     let url = &shadow.url;
-    if base_version.is_some() {
-        migrator
-            .up(driver.as_mut(), Some(base), false, &Quiet)
-            .await?;
-    }
-    let base_snap = inspector.snapshot(url, None).await?;
-    let (mut queries, invalid) = OldQueries::at_base(engine, old_queries, inspector, url).await?;
+    // The base, while the inspector gets its statements ready.
+    let apply_base = async {
+        match base_version {
+            Some(_) => migrator
+                .up(driver.as_mut(), Some(base), false, &Quiet)
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    };
+    futures_util::future::join(apply_base, inspector.warm())
+        .await
+        .0?;
+    let all: Vec<&OldQuery> = old_queries.iter().collect();
+    let (base_snap, prepared) = inspector.snapshot_and_prepare(url, &all).await?;
+    let (mut queries, invalid) = OldQueries::at_base(engine, all, prepared);
     // A later part starts where the part before it ends. That part reports what its own
     // migrations break (an old query, a failure to apply); here they only set the start.
     let (floor, start_snap) = match range.start.checked_sub(1).map(|i| above[i]) {

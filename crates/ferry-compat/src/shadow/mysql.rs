@@ -52,18 +52,17 @@ pub async fn snapshot(conn: &mut MySqlConnection) -> Result<Snapshot, sqlx::Erro
     Ok(Snapshot(rows.into_iter().collect()))
 }
 
-pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+/// Creates the shadow database and returns the administrative connection, kept open to drop it
+/// afterwards.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<MySqlConnection, sqlx::Error> {
     let mut conn = MySqlConnection::connect(admin_url).await?;
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
-    conn.close().await
+    Ok(conn)
 }
 
-pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
-    let mut conn = MySqlConnection::connect(admin_url).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await
+/// The statement that drops the shadow database.
+pub fn drop_database(name: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {name}")
 }

@@ -210,6 +210,34 @@ impl Catalog {
         Ok(self.snapshot.clone())
     }
 
+    /// Runs each snapshot statement once and throws the result away: PostgreSQL parses a
+    /// statement and builds its plan the first time a connection runs it (about 10 ms for
+    /// these), so warmed beside the base migrations, the first snapshots are fast. A failure
+    /// only means the first real snapshot pays instead (a view dropped while it was read, say).
+    pub async fn warm(conn: &mut PgConnection) {
+        let no_oids: Vec<Oid> = Vec::new();
+        let no_names: Vec<&str> = Vec::new();
+        let full = sqlx::query(AssertSqlSafe(FULL.as_str()))
+            .fetch_all(&mut *conn)
+            .await
+            .map(drop);
+        let oids = sqlx::query(AssertSqlSafe(SCOPE_OIDS.as_str()))
+            .bind(&no_names)
+            .bind(false)
+            .fetch_all(&mut *conn)
+            .await
+            .map(drop);
+        let scoped = sqlx::query(AssertSqlSafe(SCOPED.as_str()))
+            .bind(&no_oids)
+            .bind(&no_oids)
+            .fetch_all(&mut *conn)
+            .await
+            .map(drop);
+        if let Err(e) = full.and(oids).and(scoped) {
+            tracing::debug!(error = %e, "compat: snapshot statements not warmed");
+        }
+    }
+
     fn merge(&mut self, rows: Vec<Row>) {
         for (key, value, owner, parent) in rows {
             self.owners.insert(key.clone(), (owner, parent));
@@ -218,7 +246,9 @@ impl Catalog {
     }
 }
 
-pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+/// Creates the shadow database and returns the administrative connection, kept open to drop it
+/// afterwards (a second connection would cost a TLS handshake and a backend start).
+pub async fn create_database(admin_url: &str, name: &str) -> Result<PgConnection, sqlx::Error> {
     let mut conn = PgConnection::connect(admin_url).await?;
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
@@ -233,15 +263,10 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<(), sqlx::Er
     {
         tracing::debug!(error = %e, "compat: synchronous_commit not turned off");
     }
-    conn.close().await
+    Ok(conn)
 }
 
-pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
-    let mut conn = PgConnection::connect(admin_url).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await
+/// The statement that drops the shadow database, even while something is still connected.
+pub fn drop_database(name: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 }
