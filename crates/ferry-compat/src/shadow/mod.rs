@@ -457,18 +457,12 @@ pub fn changed_relations(
     before: &Snapshot,
     after: &Snapshot,
 ) -> Option<BTreeSet<String>> {
-    let mut keys: Vec<&String> = before
-        .0
-        .iter()
-        .filter(|(k, v)| after.0.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
-    keys.extend(after.0.keys().filter(|k| !before.0.contains_key(*k)));
-    if keys.is_empty() {
+    let changes = diff(before, after);
+    if changes.is_empty() {
         return None;
     }
     let mut out = BTreeSet::new();
-    for key in keys {
+    for (key, _, _) in changes {
         let (kind, object) = object_of(key);
         let object = object.to_lowercase();
         match kind {
@@ -624,9 +618,54 @@ fn object_of(key: &str) -> (&str, &str) {
 
 /// Objects of `base` (what the previous version can rely on) that `before` → `after` removed or
 /// changed incompatibly.
+/// One object that two snapshots disagree on: its key, its description before (`None`: it is
+/// new) and after (`None`: it is gone).
+type Delta<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
+
+/// Every object that differs between `before` and `after`, in key order: one walk of both
+/// (sorted) maps side by side, so a diff costs a comparison per object, not a lookup.
+fn diff<'a>(before: &'a Snapshot, after: &'a Snapshot) -> Vec<Delta<'a>> {
+    use std::cmp::Ordering;
+    let mut out = Vec::new();
+    let mut b = before.0.iter().peekable();
+    let mut a = after.0.iter().peekable();
+    loop {
+        match (b.peek(), a.peek()) {
+            (None, None) => break,
+            (Some((k, v)), None) => {
+                out.push((k.as_str(), Some(v.as_str()), None));
+                b.next();
+            }
+            (None, Some((k, v))) => {
+                out.push((k.as_str(), None, Some(v.as_str())));
+                a.next();
+            }
+            (Some((kb, vb)), Some((ka, va))) => match kb.cmp(ka) {
+                Ordering::Less => {
+                    out.push((kb.as_str(), Some(vb.as_str()), None));
+                    b.next();
+                }
+                Ordering::Greater => {
+                    out.push((ka.as_str(), None, Some(va.as_str())));
+                    a.next();
+                }
+                Ordering::Equal => {
+                    if vb != va {
+                        out.push((kb.as_str(), Some(vb.as_str()), Some(va.as_str())));
+                    }
+                    b.next();
+                    a.next();
+                }
+            },
+        }
+    }
+    out
+}
+
 pub fn incompatibilities(base: &Snapshot, before: &Snapshot, after: &Snapshot) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (key, old) in &before.0 {
+    for (key, old, new) in diff(before, after) {
+        let Some(old) = old else { continue };
         if !base.0.contains_key(key) {
             continue;
         }
@@ -637,13 +676,13 @@ pub fn incompatibilities(base: &Snapshot, before: &Snapshot, after: &Snapshot) -
         ) {
             continue;
         }
-        match after.0.get(key) {
+        match new {
             None => out.push(finding(
                 Rule::ShadowObjectRemoved,
                 object.to_string(),
                 format!("{kind} {object} exists before the migration and not after it"),
             )),
-            Some(new) if new != old => {
+            Some(new) => {
                 if let Some(why) = incompatible_change(kind, old, new) {
                     out.push(finding(
                         Rule::ShadowObjectChanged,
@@ -652,7 +691,6 @@ pub fn incompatibilities(base: &Snapshot, before: &Snapshot, after: &Snapshot) -
                     ));
                 }
             }
-            Some(_) => {}
         }
     }
     out
@@ -688,22 +726,25 @@ fn incompatible_change(kind: &str, old: &str, new: &str) -> Option<String> {
 
 /// What down left different from the snapshot before up.
 pub fn differences(before: &Snapshot, after_down: &Snapshot) -> Vec<String> {
+    let changes = diff(before, after_down);
     let mut out = Vec::new();
-    for (key, old) in &before.0 {
-        match after_down.0.get(key) {
-            None => out.push(format!(
+    for &(key, old, new) in &changes {
+        match (old, new) {
+            (Some(_), None) => out.push(format!(
                 "{key} missing: the up removed it and this needs to be undone in down.sql"
             )),
-            Some(new) if new != old => out.push(format!(
+            (Some(old), Some(new)) => out.push(format!(
                 "{key} differs: was `{old}`, after down `{new}`; this needs to be undone in down.sql"
             )),
-            Some(_) => {}
+            (None, _) => {}
         }
     }
-    for key in after_down.0.keys().filter(|k| !before.0.contains_key(*k)) {
-        out.push(format!(
-            "{key} still exists after down: down.sql must drop what up created"
-        ));
+    for &(key, old, _) in &changes {
+        if old.is_none() {
+            out.push(format!(
+                "{key} still exists after down: down.sql must drop what up created"
+            ));
+        }
     }
     out
 }
@@ -716,16 +757,13 @@ pub fn differences(before: &Snapshot, after_down: &Snapshot) -> Vec<String> {
 /// removal or change, and a migration the snapshot sees nothing of (it may have changed what
 /// the snapshot does not record).
 pub fn may_break_queries(before: &Snapshot, after: &Snapshot) -> bool {
-    if before == after {
+    let changes = diff(before, after);
+    if changes.is_empty() || changes.iter().any(|(_, old, _)| old.is_some()) {
         return true;
     }
-    if before.0.iter().any(|(k, v)| after.0.get(k) != Some(v)) {
-        return true;
-    }
-    after
-        .0
-        .keys()
-        .filter(|k| !before.0.contains_key(*k))
+    changes
+        .iter()
+        .map(|&(key, _, _)| key)
         .any(|key| match object_of(key) {
             ("column", object) => {
                 let relation = object.rsplit_once('.').map_or(object, |(t, _)| t);
@@ -1182,6 +1220,59 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_diff_walks_both_snapshots_and_finds_what_a_lookup_finds() {
+        let before = snap(&[
+            ("column a.x", "int"),
+            ("column a.y", "text"),
+            ("index a_i", "i"),
+            ("table a", ""),
+            ("table c", ""),
+        ]);
+        let after = snap(&[
+            ("column a.x", "bigint"),
+            ("column b.z", "text"),
+            ("index a_i", "i"),
+            ("table a", ""),
+            ("table b", ""),
+        ]);
+        let walked = diff(&before, &after);
+        // The same, one lookup per key.
+        let mut looked: Vec<Delta> = before
+            .0
+            .iter()
+            .filter(|(k, v)| after.0.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    Some(v.as_str()),
+                    after.0.get(k).map(String::as_str),
+                )
+            })
+            .chain(
+                after
+                    .0
+                    .iter()
+                    .filter(|(k, _)| !before.0.contains_key(*k))
+                    .map(|(k, v)| (k.as_str(), None, Some(v.as_str()))),
+            )
+            .collect();
+        looked.sort();
+        assert_eq!(walked, looked);
+        assert_eq!(
+            walked,
+            vec![
+                ("column a.x", Some("int"), Some("bigint")),
+                ("column a.y", Some("text"), None),
+                ("column b.z", None, Some("text")),
+                ("table b", None, Some("")),
+                ("table c", Some(""), None),
+            ]
+        );
+        assert!(diff(&before, &before).is_empty());
+        assert_eq!(diff(&Snapshot::default(), &before).len(), 5);
     }
 
     #[test]
