@@ -19,7 +19,11 @@
 #          queries are a few dozen SELECT/INSERT/UPDATE statements with parameters against the
 #          deployed tables
 # The figures are check / up of the medians and the median of each round's check / up; the
-# target (issue 4) is at most 3.
+# target (issue 4) is at most 3. Each round also times a CREATE DATABASE and DROP DATABASE from
+# psql (the floor under a short release's check, which creates and drops its shadow database),
+# and the report names the file system under the server's data directory when it can see it:
+# an ext4 without a journal makes creating a database several times slower after a run of
+# creates and drops (compare with a second cluster on another file system: FERRY_BENCH_PG).
 # Results go to stdout and to benches/results/compat-<UTC date-time>.json.
 #
 # Environment (all optional):
@@ -57,7 +61,8 @@ command -v jq >/dev/null || die "jq not found (needed to verify the check's repo
 
 # --- scratch space and cleanup --------------------------------------------------------------
 DB="ferry_bench_compat_$$"
-pg_start ferry-bench-compat "$DB"
+PROBE="ferry_bench_probe_$$"
+pg_start ferry-bench-compat "$DB" "$PROBE"
 
 # --- 1. the migration sets and the old queries ----------------------------------------------
 GEN="$WORK/generated"
@@ -195,6 +200,33 @@ verify_up() {
   [[ "$got" -eq "$want" ]] || die "up: expected $want applied migrations, found $got"
 }
 
+# time_create_drop: one CREATE DATABASE and one DROP DATABASE, as the check runs them for its
+# shadow database, timed together from psql; appends the seconds to create-drop.times. Every
+# check pays this once (twice, at once, from 24 new migrations on), so it is the floor under a
+# short release's check: the issue asks for a database the check creates and drops.
+: >"$WORK/create-drop.times"
+time_create_drop() {
+  psql -X -q -d "$ADMIN_URL" -c '\timing on' -c "CREATE DATABASE $PROBE" -c "DROP DATABASE $PROBE" \
+    | awk '/^Time:/ { s += $2 } END { printf "%.6f\n", s / 1000 }' >>"$WORK/create-drop.times"
+}
+
+# data_fs: the file system under the server's data directory when the server is on this machine
+# (and says where its data is), with whether an ext4 has a journal. An ext4 without one skips
+# recently deleted inodes one by one when it allocates, which makes CREATE DATABASE (hundreds of
+# files) several times slower after a run of creates and drops; a journaled ext4 or XFS does not.
+data_fs() {
+  local dir src dev fs
+  dir="$(psql -X -A -t -q -d "$ADMIN_URL" -c 'SHOW data_directory' 2>/dev/null)" || true
+  [[ -n "$dir" && -d "$dir" ]] || { echo "unknown (server not local)"; return; }
+  read -r src fs < <(df --output=source,fstype "$dir" | tail -n1)
+  dev="$(basename "$src")"
+  if [[ "$fs" == ext4 && -r "/sys/fs/ext4/$dev/journal_task" ]]; then
+    if grep -q none "/sys/fs/ext4/$dev/journal_task"; then fs="ext4 without a journal"; else fs="ext4 with a journal"; fi
+  fi
+  echo "$fs ($dir)"
+}
+DATA_FS="$(data_fs)"
+
 declare -A MED MIN MAX
 # measure SET DIR FROM QUERIES EXPECTED_TOTAL EXPECTED_CHECKED: RUNS rounds of one `up` and one
 # `check`, interleaved, so that a machine that slows down or speeds up (a shared VM's disk and
@@ -206,6 +238,7 @@ measure() {
   : >"$WORK/$set-up.times"
   : >"$WORK/$set-check.times"
   for ((r = 1; r <= RUNS; r++)); do
+    time_create_drop
     time_one "$set-up" \
       "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$dir" --output json
     verify_up "$total"
@@ -222,6 +255,7 @@ measure() {
 measure generated "$GEN" "$GEN_BASE" "$WORK/generated-queries.sql" "$GEN_TOTAL" "$N"
 measure example "$EXAMPLE" "$EXAMPLE_FIRST" "$WORK/example-queries.sql" "$EXAMPLE_COUNT" $((EXAMPLE_COUNT - 1))
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '0 0 0')"
+read -r MED[createdrop] MIN[createdrop] MAX[createdrop] < <(stats <"$WORK/create-drop.times")
 
 # --- 3. report ------------------------------------------------------------------------------
 ratio() { awk -v a="${MED[$1.check]}" -v b="${MED[$1.up]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
@@ -250,6 +284,10 @@ printf 'check / up, generated (%s + %s deployed, %s old queries): %s (target <= 
 printf '  per round: median %s, min %s, max %s\n' "$RR_GEN" "$RR_GEN_MIN" "$RR_GEN_MAX"
 printf 'check / up, example (%s migrations): %s\n' "$EXAMPLE_COUNT" "$R_EX"
 printf '  per round: median %s, min %s, max %s\n' "$RR_EX" "$RR_EX_MIN" "$RR_EX_MAX"
+R_CD="$(awk -v a="${MED[createdrop]}" -v b="${MED[example.up]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }')"
+printf 'CREATE + DROP DATABASE alone (psql): median %.3f s (%.3f to %.3f), %s x the example up\n' \
+  "${MED[createdrop]}" "${MIN[createdrop]}" "${MAX[createdrop]}" "$R_CD"
+printf 'server data directory: %s\n' "$DATA_FS"
 
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 mkdir -p "$RESULTS_DIR"
@@ -277,6 +315,8 @@ entry() { printf '{"median_s": %s, "min_s": %s, "max_s": %s}' "${MED[$1]}" "${MI
     "$(entry example.up)" "$(entry example.check)" "$R_EX"
   printf '    "check_over_up_per_round": {"median": %s, "min": %s, "max": %s}},\n' \
     "$RR_EX" "$RR_EX_MIN" "$RR_EX_MAX"
+  printf '  "create_drop_database": %s,\n' "$(entry createdrop)"
+  printf '  "server_data_fs": %s,\n' "$(json_str "$DATA_FS")"
   printf '  "target_check_over_up": 3\n'
   printf '}\n'
 } >"$OUT"
