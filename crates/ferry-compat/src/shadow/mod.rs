@@ -448,21 +448,16 @@ fn words(engine: Engine, sql: &str) -> Option<BTreeSet<String>> {
     )
 }
 
-/// The relations (lowercased) whose objects differ between two snapshots, for deciding which
-/// old queries to prepare again. `None` when what changed is not tied to a relation the key
+/// The relations (lowercased) whose objects a migration changed ([`diff`] of the snapshots
+/// before and after it), for deciding which old queries to prepare again. `None` when what changed is not tied to a relation the key
 /// names (a function, a type, a sequence, PostgreSQL's and SQLite's index and trigger keys, a
 /// MySQL check) or when no difference is visible: every query is prepared then.
-pub fn changed_relations(
-    engine: Engine,
-    before: &Snapshot,
-    after: &Snapshot,
-) -> Option<BTreeSet<String>> {
-    let changes = diff(before, after);
+pub fn changed_relations(engine: Engine, changes: &[Delta]) -> Option<BTreeSet<String>> {
     if changes.is_empty() {
         return None;
     }
     let mut out = BTreeSet::new();
-    for (key, _, _) in changes {
+    for &(key, _, _) in changes {
         let (kind, object) = object_of(key);
         let object = object.to_lowercase();
         match kind {
@@ -662,9 +657,9 @@ fn diff<'a>(before: &'a Snapshot, after: &'a Snapshot) -> Vec<Delta<'a>> {
     out
 }
 
-pub fn incompatibilities(base: &Snapshot, before: &Snapshot, after: &Snapshot) -> Vec<Finding> {
+pub fn incompatibilities(base: &Snapshot, changes: &[Delta]) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (key, old, new) in diff(before, after) {
+    for &(key, old, new) in changes {
         let Some(old) = old else { continue };
         if !base.0.contains_key(key) {
             continue;
@@ -749,29 +744,27 @@ pub fn differences(before: &Snapshot, after_down: &Snapshot) -> Vec<String> {
     out
 }
 
-/// Whether a query that prepared on `before` may fail to prepare on `after`. Only additions
+/// Whether a query that prepared before a migration may fail to prepare after it (`changes`:
+/// the [`diff`] of the two snapshots). Only additions
 /// that cannot change how an existing name resolves are safe to skip: new tables, views,
 /// indexes, constraints, triggers, sequences and types, and the columns of a table or view the
 /// same migration created. A new column on an existing table can make an unqualified name in a
 /// join ambiguous, and a new function can make a call ambiguous, so they count; so does any
 /// removal or change, and a migration the snapshot sees nothing of (it may have changed what
 /// the snapshot does not record).
-pub fn may_break_queries(before: &Snapshot, after: &Snapshot) -> bool {
-    let changes = diff(before, after);
+pub fn may_break_queries(changes: &[Delta]) -> bool {
     if changes.is_empty() || changes.iter().any(|(_, old, _)| old.is_some()) {
         return true;
     }
+    // From here on every change is an addition; `changes` is in key order.
+    let added = |key: &str| changes.binary_search_by(|(k, _, _)| (*k).cmp(key)).is_ok();
     changes
         .iter()
         .map(|&(key, _, _)| key)
         .any(|key| match object_of(key) {
             ("column", object) => {
                 let relation = object.rsplit_once('.').map_or(object, |(t, _)| t);
-                let created = |kind: &str| {
-                    let k = format!("{kind} {relation}");
-                    after.0.contains_key(&k) && !before.0.contains_key(&k)
-                };
-                !(created("table") || created("view"))
+                !(added(&format!("table {relation}")) || added(&format!("view {relation}")))
             }
             (
                 "table" | "view" | "index" | "constraint" | "trigger" | "sequence" | "enum"
@@ -823,21 +816,13 @@ pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usi
         return Vec::new();
     };
     let n = forward.len() - 1;
-    let mut keys: Vec<&String> = last
-        .0
-        .keys()
-        .filter(|k| replayed.0.get(*k) != last.0.get(*k))
-        .chain(replayed.0.keys().filter(|k| !last.0.contains_key(*k)))
-        .collect();
-    keys.sort();
-    keys.dedup();
     let mut by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for key in keys {
+    for (key, _, _) in diff(last, replayed) {
         let owner = (0..n)
             .rev()
             .find(|&i| forward[i].0.get(key) != forward[i + 1].0.get(key))
             .unwrap_or(n.saturating_sub(1));
-        by.entry(owner).or_default().push(key.clone());
+        by.entry(owner).or_default().push(key.to_string());
     }
     by.into_iter().collect()
 }
@@ -1054,9 +1039,10 @@ async fn run_with(
                 let scope = up_scope[index[&step.version]].as_ref();
                 let snap = inspector.snapshot(url, scope).await?;
                 let prev = snaps.last().unwrap_or(&base_snap);
-                let mut found = incompatibilities(&base_snap, prev, &snap);
-                if may_break_queries(prev, &snap) {
-                    let changed = changed_relations(engine, prev, &snap);
+                let changes = diff(prev, &snap);
+                let mut found = incompatibilities(&base_snap, &changes);
+                if may_break_queries(&changes) {
+                    let changed = changed_relations(engine, &changes);
                     found.extend(
                         queries
                             .after(&label, changed.as_ref(), inspector, url)
@@ -1286,24 +1272,27 @@ mod tests {
             ("index tags_pkey", "CREATE UNIQUE INDEX …"),
             ("foreign key tags.fk", "users"),
         ]);
-        assert!(!may_break_queries(&base, &new_table));
+        assert!(!may_break_queries(&diff(&base, &new_table)));
         let new_column = snap(&[
             ("table users", ""),
             ("column users.id", "integer||"),
             ("column users.name", "text||"),
         ]);
-        assert!(may_break_queries(&base, &new_column), "ambiguity in joins");
+        assert!(
+            may_break_queries(&diff(&base, &new_column)),
+            "ambiguity in joins"
+        );
         let changed = snap(&[("table users", ""), ("column users.id", "bigint||")]);
-        assert!(may_break_queries(&base, &changed));
+        assert!(may_break_queries(&diff(&base, &changed)));
         let dropped = snap(&[("table users", "")]);
-        assert!(may_break_queries(&base, &dropped));
+        assert!(may_break_queries(&diff(&base, &dropped)));
         let function = snap(&[
             ("table users", ""),
             ("column users.id", "integer||"),
             ("function f(integer)", "…"),
         ]);
-        assert!(may_break_queries(&base, &function), "overloads");
-        assert!(may_break_queries(&base, &base), "unseen changes");
+        assert!(may_break_queries(&diff(&base, &function)), "overloads");
+        assert!(may_break_queries(&diff(&base, &base)), "unseen changes");
     }
 
     #[test]
@@ -1331,7 +1320,7 @@ mod tests {
             ("column users.name", "text||"),
             ("constraint Orders.fk", "FOREIGN KEY …"),
         ]);
-        let got = changed_relations(Engine::Postgres, &base, &added);
+        let got = changed_relations(Engine::Postgres, &diff(&base, &added));
         assert_eq!(
             got,
             Some(["orders".to_string(), "users".to_string()].into())
@@ -1341,18 +1330,27 @@ mod tests {
             ("column users.id", "integer||"),
             ("function f()", "…"),
         ]);
-        assert_eq!(changed_relations(Engine::Postgres, &base, &function), None);
-        assert_eq!(changed_relations(Engine::Postgres, &base, &base), None);
+        assert_eq!(
+            changed_relations(Engine::Postgres, &diff(&base, &function)),
+            None
+        );
+        assert_eq!(
+            changed_relations(Engine::Postgres, &diff(&base, &base)),
+            None
+        );
         let index = snap(&[
             ("table users", ""),
             ("column users.id", "integer||"),
             ("index users.by_id", "id"),
         ]);
         assert_eq!(
-            changed_relations(Engine::MySql, &base, &index),
+            changed_relations(Engine::MySql, &diff(&base, &index)),
             Some(["users".to_string()].into())
         );
-        assert_eq!(changed_relations(Engine::Postgres, &base, &index), None);
+        assert_eq!(
+            changed_relations(Engine::Postgres, &diff(&base, &index)),
+            None
+        );
     }
 
     #[test]
