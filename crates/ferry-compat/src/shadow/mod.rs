@@ -46,7 +46,8 @@ struct Shadow {
     engine: Engine,
     url: DatabaseUrl,
     admin: String,
-    /// The connection that created the database, kept to drop it.
+    /// The connection that created the database on a server, kept to drop it (`None` for
+    /// SQLite's file).
     admin_conn: Option<Admin>,
     name: String,
     file: Option<std::path::PathBuf>,
@@ -59,19 +60,17 @@ enum Admin {
 
 /// Runs `sql` (a DROP DATABASE) over `kept`, or over a new connection to `admin_url` when that
 /// one is gone (a server that closes idle sessions during a long run, say).
-async fn drop_over<C>(kept: Option<C>, admin_url: &str, sql: String) -> Result<(), sqlx::Error>
+async fn drop_over<C>(mut kept: C, admin_url: &str, sql: String) -> Result<(), sqlx::Error>
 where
     C: sqlx::Connection,
     for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
 {
-    if let Some(mut conn) = kept {
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(&mut conn)
-            .await
-        {
-            Ok(_) => return conn.close().await,
-            Err(e) => tracing::debug!(error = %e, "compat: dropping over a new connection"),
-        }
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut kept)
+        .await
+    {
+        Ok(_) => return kept.close().await,
+        Err(e) => tracing::debug!(error = %e, "compat: dropping over a new connection"),
     }
     let mut conn = C::connect(admin_url).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -192,22 +191,10 @@ impl Shadow {
 
     async fn destroy(self) {
         let (admin, name) = (&self.admin, &self.name);
-        let result = match (self.engine, self.admin_conn) {
-            (Engine::Sqlite, _) => Ok(()),
-            (Engine::Postgres, kept) => {
-                let kept = kept.and_then(|c| match c {
-                    Admin::Pg(c) => Some(c),
-                    Admin::MySql(_) => None,
-                });
-                drop_over(kept, admin, postgres::drop_database(name)).await
-            }
-            (Engine::MySql, kept) => {
-                let kept = kept.and_then(|c| match c {
-                    Admin::MySql(c) => Some(c),
-                    Admin::Pg(_) => None,
-                });
-                drop_over(kept, admin, mysql::drop_database(name)).await
-            }
+        let result = match self.admin_conn {
+            None => Ok(()),
+            Some(Admin::Pg(c)) => drop_over(c, admin, postgres::drop_database(name)).await,
+            Some(Admin::MySql(c)) => drop_over(c, admin, mysql::drop_database(name)).await,
         };
         if let Err(e) = result {
             tracing::warn!(database = %self.name, error = %e, "compat: could not drop the shadow database");
