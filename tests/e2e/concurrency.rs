@@ -103,9 +103,46 @@ const MIGRATIONS: i64 = 20;
 const RUNS: usize = 8;
 
 async fn many_concurrent_up_runs_apply_each_migration_exactly_once(db: TestDb) {
+    write_race_migrations(&db, None);
+    race(&db).await;
+}
+
+/// The race of [`many_concurrent_up_runs_apply_each_migration_exactly_once`] with a
+/// no-transaction `CREATE INDEX CONCURRENTLY` in the middle, after a migration slow enough that
+/// every other run is waiting for the lock when the index is built. The index build waits for
+/// every snapshot older than it, so a waiter that held one while it waited (as one blocked in
+/// `SELECT pg_advisory_lock(..)` does) would deadlock with the lock holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_up_runs_with_create_index_concurrently_on_postgres() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    write_race_migrations(
+        &db,
+        Some((
+            "-- ferry:no-transaction\nCREATE INDEX CONCURRENTLY t2_id ON t2 (id);\nINSERT INTO applied_log (v) VALUES (5);\n",
+            "DROP INDEX CONCURRENTLY t2_id;\n",
+        )),
+    );
+    race(&db).await;
+    let mut c = db.connect().await;
+    let valid: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname = 't2_id' AND i.indisvalid",
+    )
+    .fetch_one(&mut c)
+    .await
+    .expect("read pg_index");
+    let _ = c.close().await;
+    assert_eq!(valid, 1, "the concurrent index is missing or invalid");
+}
+
+/// Writes the race's migrations: every up both creates a table (a second run of it fails) and
+/// logs its number (a second run of it that somehow succeeded shows as a duplicate row).
+/// `fifth`, when given, replaces migration 5 (it must log 5), and migration 4 then sleeps so
+/// that every run is waiting for the lock when migration 5 runs.
+fn write_race_migrations(db: &TestDb, fifth: Option<(&str, &str)>) {
     let p = db.path();
-    // Every up both creates a table (a second run of it fails) and logs its number (a second
-    // run of it that somehow succeeded shows as a duplicate row).
     write_migration(
         p,
         1,
@@ -114,18 +151,33 @@ async fn many_concurrent_up_runs_apply_each_migration_exactly_once(db: TestDb) {
         "DROP TABLE applied_log;\n",
     );
     for n in 2..=MIGRATIONS {
-        write_migration(
-            p,
-            n,
-            &format!("t{n}"),
-            &format!("CREATE TABLE t{n} (id INT);\nINSERT INTO applied_log (v) VALUES ({n});\n"),
-            &format!("DROP TABLE t{n};\n"),
-        );
+        match (n, fifth) {
+            (5, Some((up, down))) => write_migration(p, n, "concurrently", up, down),
+            _ => {
+                let pause = match (n, fifth) {
+                    (4, Some(_)) => "SELECT pg_sleep(1);\n",
+                    _ => "",
+                };
+                write_migration(
+                    p,
+                    n,
+                    &format!("t{n}"),
+                    &format!(
+                        "CREATE TABLE t{n} (id INT);\n{pause}INSERT INTO applied_log (v) VALUES ({n});\n"
+                    ),
+                    &format!("DROP TABLE t{n};\n"),
+                )
+            }
+        }
     }
+}
 
+/// Starts [`RUNS`] `migrate up` at once and checks that each migration ran exactly once and that
+/// every run exited 0.
+async fn race(db: &TestDb) {
     let started = Instant::now();
     let children: Vec<_> = (0..RUNS)
-        .map(|_| spawn_ferry(&db, &["migrate", "up", "--lock-timeout", "60s"]))
+        .map(|_| spawn_ferry(db, &["migrate", "up", "--lock-timeout", "60s"]))
         .collect();
     // Each wait drains its own pipes, so no run blocks on a full pipe while another is awaited.
     let waits: Vec<_> = children
@@ -170,7 +222,7 @@ async fn many_concurrent_up_runs_apply_each_migration_exactly_once(db: TestDb) {
         "each migration's INSERT ran exactly once"
     );
 
-    let st = ferry(&db, &["migrate", "status"]).expect_code(0).json();
+    let st = ferry(db, &["migrate", "status"]).expect_code(0).json();
     assert_eq!(st["current_version"], MIGRATIONS);
     let rows = states(&st);
     assert_eq!(rows.len(), MIGRATIONS as usize);

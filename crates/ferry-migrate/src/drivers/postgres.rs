@@ -1,4 +1,4 @@
-//! PostgreSQL: transactional DDL, a session-level advisory lock bounded by `lock_timeout`.
+//! PostgreSQL: transactional DDL, a session-level advisory lock polled until `--lock-timeout`.
 
 use std::time::Duration;
 
@@ -107,31 +107,32 @@ impl Driver for Postgres {
 
     fn lock(&mut self, timeout: Duration) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let ms = timeout.as_millis().max(1);
-            sqlx::raw_sql(AssertSqlSafe(format!("SET lock_timeout = {ms}")))
-                .execute(&mut self.conn)
+            // Polled, not waited for in `pg_advisory_lock`: a session blocked in that statement
+            // holds a snapshot, and `CREATE INDEX CONCURRENTLY` in the lock holder's migration
+            // waits for every older snapshot, so the holder would wait for its waiters and
+            // PostgreSQL would end the cycle with "deadlock detected". Between two polls a
+            // waiter runs no statement and holds no snapshot.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut pause = Duration::from_millis(10);
+            loop {
+                let got: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT pg_try_advisory_lock({LOCK_KEY})"
+                )))
+                .fetch_one(&mut self.conn)
                 .await
-                .map_err(db("setting lock_timeout"))?;
-            let got = sqlx::raw_sql(AssertSqlSafe(format!(
-                "SELECT pg_advisory_lock({LOCK_KEY})"
-            )))
-            .execute(&mut self.conn)
-            .await;
-            sqlx::raw_sql("RESET lock_timeout")
-                .execute(&mut self.conn)
-                .await
-                .map_err(db("resetting lock_timeout"))?;
-            match got {
-                Ok(_) => Ok(()),
-                Err(e)
-                    if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") =>
-                {
-                    Err(MigrateError::LockTimeout {
+                .map_err(db("taking the migration lock"))?;
+                if got {
+                    return Ok(());
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(MigrateError::LockTimeout {
                         url: self.url.clone(),
                         timeout,
-                    })
+                    });
                 }
-                Err(e) => Err(db("taking the migration lock")(e)),
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
             }
         })
     }
