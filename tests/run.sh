@@ -19,6 +19,8 @@ command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 command -v mysql >/dev/null || need_apt+=(mariadb-client)
 command -v docker-registry >/dev/null || [ -n "${FERRY_TEST_REGISTRY:-}" ] || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+command -v haproxy >/dev/null || [ -n "${FERRY_TEST_HAPROXY:-}" ] || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+command -v python3 >/dev/null || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ $root = 1 ]; then
     log "installing ${need_apt[*]}"
@@ -80,6 +82,25 @@ for _ in $(seq 1 60); do
   [ $pg_ok = 1 ] && [ $my_ok = 1 ] && break
   sleep 1
 done
+
+# The password tests (tests/e2e/passwords.rs) need a PostgreSQL role that must authenticate, and
+# the local server trusts loopback: members of ferry_pw_login log in with SCRAM (DEVELOPERS.md).
+if [ -z "${FERRY_TEST_PG_URL:-}" ]; then
+  psql -h 127.0.0.1 -U postgres -qAtc \
+    "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ferry_pw_login') THEN CREATE ROLE ferry_pw_login NOLOGIN; END IF; END \$\$"
+  pg_hba=$(psql -h 127.0.0.1 -U postgres -qAtc 'SHOW hba_file')
+  if ! grep -qs '^host all +ferry_pw_login ' "$pg_hba"; then
+    if [ -w "$pg_hba" ]; then
+      log "pg_hba.conf: members of ferry_pw_login authenticate with scram-sha-256"
+      sed -i '1i host all +ferry_pw_login 127.0.0.1/32 scram-sha-256' "$pg_hba"
+      psql -h 127.0.0.1 -U postgres -qAtc 'SELECT pg_reload_conf()' >/dev/null
+    else
+      printf 'The tests need this line at the top of %s, then SELECT pg_reload_conf():\n  %s\n' \
+        "$pg_hba" 'host all +ferry_pw_login 127.0.0.1/32 scram-sha-256' >&2
+      exit 2
+    fi
+  fi
+fi
 
 log "cargo test --workspace"
 exec cargo test --workspace --locked "$@"
