@@ -233,7 +233,7 @@ impl Analyzer {
             renamed_away: HashMap::new(),
             line: 0,
         };
-        for (start, text) in ferry_migrate::sql::split_statements(script) {
+        for (start, text) in ferry_migrate::sql::split_statements_for(script, self.engine) {
             run.line = statement_line(start, &text);
             match parse(self.engine, dialect.as_ref(), &text) {
                 Ok(statements) => {

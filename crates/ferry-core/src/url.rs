@@ -142,9 +142,22 @@ pub fn redact(s: &str) -> String {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
         // userinfo ends at the last '@' before the first '/', '?', '#' or whitespace.
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .unwrap_or(tail.len());
+        let stop = |c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace();
+        let mut end = tail.find(stop).unwrap_or(tail.len());
+        // A password with a raw `/`, `?` or `#` (not percent-encoded) ends that early:
+        // `u:p/w@host` is no `host:port`, so the userinfo runs to the word's last '@'.
+        let cut = &tail[..end];
+        if !cut.contains('@')
+            && !cut.starts_with('[')
+            && cut
+                .split_once(':')
+                .is_some_and(|(_, port)| port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let word = tail.find(char::is_whitespace).unwrap_or(tail.len());
+            if let Some(at) = tail[..word].rfind('@') {
+                end = at + tail[at..].find(stop).unwrap_or(tail.len() - at);
+            }
+        }
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -240,6 +253,33 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cr"));
         assert_eq!(url.database_name(), "app");
         assert!(url.expose().contains("s3cr%40t"));
+    }
+
+    /// Found by the `config` fuzz target: an invalid URL's error showed a password holding a
+    /// raw `/` (`invalid database URL `mysql://u:p/ss+w@rd@h/db``), because the textual
+    /// redaction ended the authority at that `/`.
+    #[test]
+    fn redact_hides_passwords_with_raw_slashes_question_marks_and_hashes() {
+        assert_eq!(
+            redact("invalid database URL `mysql://u:p/ss+w@rd:x%2B@h/db?x=1`: invalid port number"),
+            "invalid database URL `mysql://u:***@h/db?x=1`: invalid port number"
+        );
+        assert_eq!(redact("postgres://u:p?ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:p#ss@h/db x"), "postgres://u:***@h/db x");
+        // A port, an IPv6 host and an `@` later in the URL are not passwords.
+        for kept in [
+            "postgres://h:5432/db?email=a@b",
+            "postgres://[::1]:5432/db?x=a@b",
+            "mysql://h/db?x=a@b c@d",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+        let url = DatabaseUrl::parse("postgres://u:pa/ss@h/db");
+        let shown = match url {
+            Ok(u) => u.to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(!shown.contains("pa/ss"), "{shown}");
     }
 
     #[test]

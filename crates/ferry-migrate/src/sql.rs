@@ -1,13 +1,26 @@
 //! Splitting a SQL script into statements, for the few places that must send them one by one
 //! (PostgreSQL runs a multi-statement simple query as one implicit transaction, which a
-//! `-- ferry:no-transaction` migration such as `CREATE INDEX CONCURRENTLY` must avoid).
+//! `-- ferry:no-transaction` migration such as `CREATE INDEX CONCURRENTLY` must avoid) or read
+//! them one by one (`ferry compat check`).
 //!
 //! It understands quotes, `"identifiers"`, `$tag$` dollar quoting, `--` and nested `/* */`
-//! comments. It does not parse SQL; a `;` inside any of those is not a separator.
+//! comments, and on MySQL/MariaDB backslash escapes and `#` comments. It does not parse SQL; a
+//! `;` inside any of those is not a separator.
 
-/// Splits `script` at top-level semicolons; returns non-empty statements with their 1-based
-/// starting line.
+use ferry_core::Engine;
+
+/// Splits `script` at top-level semicolons, read as PostgreSQL (and SQLite) read it; returns
+/// non-empty statements with their 1-based starting line.
 pub fn split_statements(script: &str) -> Vec<(usize, String)> {
+    split_statements_for(script, Engine::Postgres)
+}
+
+/// [`split_statements`] for a script written for `engine`. PostgreSQL and SQLite: `''` doubles
+/// a quote, `E'…'` strings take backslash escapes, `$tag$` quotes (but a `$` inside a name such
+/// as `a$b$` does not). MySQL/MariaDB: a backslash escapes the next character in `'…'` and
+/// `"…"`, `#` starts a comment, `--` starts one only before whitespace, and `$` quotes nothing.
+pub fn split_statements_for(script: &str, engine: Engine) -> Vec<(usize, String)> {
+    let mysql = engine == Engine::MySql;
     let bytes = script.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
@@ -16,8 +29,13 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
         match bytes[i] {
             b'\'' | b'"' | b'`' => {
                 let q = bytes[i];
+                let escapes = q != b'`' && (mysql || (q == b'\'' && is_escape_string(bytes, i)));
                 i += 1;
                 while i < bytes.len() {
+                    if escapes && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
                     if bytes[i] == q {
                         if bytes.get(i + 1) == Some(&q) {
                             i += 2;
@@ -29,13 +47,12 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
                 }
                 i += 1;
             }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
+            b'-' if bytes.get(i + 1) == Some(&b'-') && (!mysql || dash_comment_mysql(bytes, i)) => {
+                i = line_end(bytes, i);
             }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = block_comment_end(bytes, i),
-            b'$' => {
+            b'#' if mysql => i = line_end(bytes, i),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = block_comment_end(bytes, i, mysql),
+            b'$' if !mysql && !(i > 0 && is_ident_byte(bytes[i - 1])) => {
                 // $tag$ ... $tag$ where tag is empty or an identifier not starting with a digit.
                 let tag_end = script[i + 1..]
                     .find(|c: char| !(c.is_alphanumeric() || c == '_'))
@@ -55,24 +72,52 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
                 }
             }
             b';' => {
-                push(&mut out, script, start, i);
+                push(&mut out, script, start, i, mysql);
                 i += 1;
                 start = i;
             }
             _ => i += 1,
         }
     }
-    push(&mut out, script, start, bytes.len().min(script.len()));
+    push(&mut out, script, start, bytes.len().min(script.len()), mysql);
     out
 }
 
-/// The index just past the (nested) `/* */` comment that starts at `i`, or the end of `bytes`
-/// when it is never closed.
-fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
+/// A byte that may continue an identifier (PostgreSQL: letters, digits, `_`, `$`, non-ASCII).
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// `E'…'` (PostgreSQL's escape string): the quote at `i` follows an `E` that starts a token.
+fn is_escape_string(bytes: &[u8], i: usize) -> bool {
+    i > 0
+        && matches!(bytes[i - 1], b'E' | b'e')
+        && !(i > 1 && is_ident_byte(bytes[i - 2]))
+}
+
+/// MySQL reads `--` as a comment only when whitespace or a control character (or the end)
+/// follows it; `1--1` is one minus minus one.
+fn dash_comment_mysql(bytes: &[u8], i: usize) -> bool {
+    bytes
+        .get(i + 2)
+        .is_none_or(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
+/// The index of the `\n` ending the line comment that starts at `i`, or the end of `bytes`.
+fn line_end(bytes: &[u8], i: usize) -> usize {
+    bytes[i..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |n| i + n)
+}
+
+/// The index just past the `/* */` comment that starts at `i` (nested on PostgreSQL and SQLite,
+/// not on MySQL), or the end of `bytes` when it is never closed.
+fn block_comment_end(bytes: &[u8], mut i: usize, mysql: bool) -> usize {
     let mut depth = 1;
     i += 2;
     while i < bytes.len() && depth > 0 {
-        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+        if !mysql && bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
             depth += 1;
             i += 2;
         } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
@@ -85,9 +130,9 @@ fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
     i.min(bytes.len())
 }
 
-fn push(out: &mut Vec<(usize, String)>, script: &str, start: usize, end: usize) {
+fn push(out: &mut Vec<(usize, String)>, script: &str, start: usize, end: usize, mysql: bool) {
     let piece = &script[start..end];
-    if only_comments(piece) {
+    if only_comments(piece, mysql) {
         return;
     }
     let lead = piece.len() - piece.trim_start().len();
@@ -104,16 +149,17 @@ pub fn is_blank(sql: &str) -> bool {
 
 /// True when a piece between separators holds nothing but whitespace and comments, read as the
 /// splitter reads them (`/* */` nests, an unclosed comment runs to the end).
-fn only_comments(piece: &str) -> bool {
+fn only_comments(piece: &str, mysql: bool) -> bool {
     let mut s = piece.trim_start();
     loop {
-        if s.is_empty() {
+        let b = s.as_bytes();
+        if b.is_empty() {
             return true;
         }
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.find('\n').map_or("", |n| &rest[n..]).trim_start();
-        } else if s.starts_with("/*") {
-            s = s[block_comment_end(s.as_bytes(), 0)..].trim_start();
+        if b.starts_with(b"--") && (!mysql || dash_comment_mysql(b, 0)) || (mysql && b[0] == b'#') {
+            s = s[line_end(b, 0)..].trim_start();
+        } else if b.starts_with(b"/*") {
+            s = s[block_comment_end(b, 0, mysql)..].trim_start();
         } else {
             return false;
         }
@@ -164,6 +210,54 @@ mod tests {
     fn blankness() {
         assert!(is_blank("  -- nothing\n/* here */\n"));
         assert!(!is_blank("-- c\nDROP TABLE x;"));
+    }
+
+    fn mysql(s: &str) -> Vec<String> {
+        split_statements_for(s, Engine::MySql)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Found while writing the `sql_split` fuzz target's invariants (fuzz/README.md): the one
+    /// splitter read every script as PostgreSQL, so `ferry compat check` cut MySQL statements
+    /// with a backslash-escaped quote, or a `#` comment holding a `;`, into unparseable pieces.
+    #[test]
+    fn mysql_backslash_escapes_and_hash_comments() {
+        let script = "INSERT INTO t VALUES ('it\\'s; fine', \"a\\\"; b\");\n\
+                      # a comment; with a semicolon\nSELECT `x\\`;\nSELECT 1--1;\n\
+                      -- real comment;\nSELECT a$b$c FROM t; /* a /* b */ SELECT 2";
+        assert_eq!(
+            mysql(script),
+            vec![
+                "INSERT INTO t VALUES ('it\\'s; fine', \"a\\\"; b\")",
+                "# a comment; with a semicolon\nSELECT `x\\`",
+                "SELECT 1--1",
+                "-- real comment;\nSELECT a$b$c FROM t",
+                "/* a /* b */ SELECT 2",
+            ]
+        );
+        assert!(mysql("# only a comment;\n;").is_empty());
+        // PostgreSQL reads the same backslash literally (standard_conforming_strings).
+        assert_eq!(texts("SELECT 'C:\\'; SELECT 2"), vec!["SELECT 'C:\\'", "SELECT 2"]);
+    }
+
+    /// Found while writing the `sql_split` fuzz target: `E'\''` (an escaped quote in a
+    /// PostgreSQL escape string) swallowed the rest of the script, and so did a `$` inside a
+    /// name, which PostgreSQL allows (`a$b$`), taken for a dollar quote.
+    #[test]
+    fn postgres_escape_strings_and_dollars_inside_names() {
+        assert_eq!(
+            texts("SELECT E'\\'; x'; SELECT e'\\\\'; SELECT 2"),
+            vec!["SELECT E'\\'; x'", "SELECT e'\\\\'", "SELECT 2"]
+        );
+        assert_eq!(texts("SELECT 'a\\'; SELECT 2"), vec!["SELECT 'a\\'", "SELECT 2"]);
+        assert_eq!(texts("SELECT fe'x;'"), vec!["SELECT fe'x;'"]);
+        assert_eq!(
+            texts("CREATE TABLE a$b$ (x int); CREATE TABLE c$b$ (y int)"),
+            vec!["CREATE TABLE a$b$ (x int)", "CREATE TABLE c$b$ (y int)"]
+        );
+        assert_eq!(texts("SELECT $b$;$b$; SELECT 2"), vec!["SELECT $b$;$b$", "SELECT 2"]);
     }
 
     /// Found by fuzzing (fuzz/README.md): `is_blank` said a script of separators and comments
