@@ -258,8 +258,17 @@ fn reset_sql(schemas: &[String], server_num: i32) -> String {
         sql.push_str(&format!("DROP SCHEMA {} CASCADE;\n", quote_ident(s)));
     }
     if server_num >= 150000 {
+        // As PostgreSQL 15 makes it, owned by pg_database_owner; a database owner who is not
+        // a superuser may not name that role (its membership is implicit), and gets the schema
+        // itself, which is what it would own through that role anyway.
         sql.push_str(
-            "CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
+            "DO $ferry$ BEGIN\n\
+               IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN\n\
+                 CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
+               ELSE\n\
+                 CREATE SCHEMA public;\n\
+               END IF;\n\
+             END $ferry$;\n\
              GRANT USAGE ON SCHEMA public TO PUBLIC;\n",
         );
     } else {

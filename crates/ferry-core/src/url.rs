@@ -195,9 +195,11 @@ impl DatabaseUrl {
     /// MySQL); the scratch databases of restore checks, compat proofs and tests.
     pub fn with_database(&self, name: &str) -> Result<DatabaseUrl, CoreError> {
         let mut parsed = self.server_url()?;
-        let encoded: String =
-            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
-                .collect();
+        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'_')
+            .remove(b'-')
+            .remove(b'.');
+        let encoded: String = percent_encoding::utf8_percent_encode(name, SEGMENT).collect();
         parsed.set_path(&format!("/{encoded}"));
         Ok(DatabaseUrl {
             raw: parsed.to_string(),

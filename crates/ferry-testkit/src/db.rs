@@ -82,7 +82,7 @@ impl TestDb {
             });
         }
         let (admin_url, var, start) = server_url(kind);
-        let mut conn = match admin(&admin_url).await {
+        let conn = match admin(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!(

@@ -32,9 +32,7 @@ use ferry_core::{DatabaseUrl, Engine};
 use ferry_migrate::{DownTarget, MigrateOptions, Migration, Migrator, Quiet};
 
 use database::Shadow;
-use diff::{
-    diff, differences, finding, incompatibilities, may_break_queries, replay_differences,
-};
+use diff::{diff, differences, finding, incompatibilities, may_break_queries, replay_differences};
 use inspector::Inspector;
 use old_queries::{OldQueries, changed_relations};
 pub use split::split;

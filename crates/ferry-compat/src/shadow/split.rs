@@ -38,15 +38,6 @@ pub fn split(new: usize, parallel: Option<usize>) -> Vec<std::ops::Range<usize>>
 mod tests {
     use super::*;
 
-    fn snap(pairs: &[(&str, &str)]) -> Snapshot {
-        Snapshot(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
     #[test]
     fn parts_cover_every_migration_once_oldest_largest() {
         for n in [0, 1, 23, 24, 30, 300] {

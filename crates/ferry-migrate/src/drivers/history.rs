@@ -11,8 +11,8 @@ use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    AssertSqlSafe, Database, Decode, Encode, Executor, IntoArguments, MySql,
-    MySqlConnection, PgConnection, Postgres, Row, Sqlite, SqliteConnection, Transaction, Type,
+    AssertSqlSafe, Database, Decode, Encode, Executor, IntoArguments, MySql, MySqlConnection,
+    PgConnection, Postgres, Row, Sqlite, SqliteConnection, Transaction, Type,
 };
 
 use super::HistoryRecord;
@@ -103,7 +103,8 @@ impl Dialect for Postgres {
         success BOOLEAN NOT NULL,
         applied_by TEXT NOT NULL
     )";
-    const TABLE_EXISTS: &'static str = "SELECT (to_regclass($1) IS NOT NULL)::int8";
+    const TABLE_EXISTS: &'static str =
+        "SELECT CAST(CASE WHEN to_regclass($1) IS NULL THEN 0 ELSE 1 END AS BIGINT)";
     const TEXT: &'static str = "TEXT";
     fn param(n: usize) -> String {
         format!("${n}")
