@@ -62,6 +62,8 @@ fn spawn_ferry(db: &TestDb, rest: &[&str]) -> tokio::process::Child {
         "FERRY_MIGRATIONS",
         "FERRY_OUTPUT",
         "FERRY_LOCK_TIMEOUT",
+        "FERRY_DDL_LOCK_TIMEOUT",
+        "FERRY_DDL_LOCK_RETRIES",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);

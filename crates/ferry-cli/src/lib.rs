@@ -141,6 +141,7 @@ fn migrate_code(e: &MigrateError) -> (u8, &'static str) {
         M::Irreversible { .. } => (exit::REFUSED, "irreversible"),
         M::Connect { .. } => (exit::FAILED, "connect"),
         M::LockTimeout { .. } => (exit::FAILED, "lock_timeout"),
+        M::DdlLockTimeout { .. } => (exit::FAILED, "ddl_lock_timeout"),
         M::Execute { .. } => (exit::FAILED, "migration_failed"),
         M::Database { .. } => (exit::FAILED, "database"),
     }
@@ -226,6 +227,8 @@ pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
         database_url: global.database_url.clone(),
         migrations: global.migrations.clone(),
         lock_timeout: global.lock_timeout.clone(),
+        ddl_lock_timeout: global.ddl_lock_timeout.clone(),
+        ddl_lock_retries: global.ddl_lock_retries,
         store: global.store.clone(),
     };
     Ok(ferry_core::config::resolve(&over, &|k| {

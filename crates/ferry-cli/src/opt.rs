@@ -55,6 +55,21 @@ pub struct GlobalOpts {
     )]
     pub lock_timeout: Option<String>,
 
+    /// How long each migration waits for a table lock before giving up and trying again,
+    /// e.g. 10s; 0 waits forever [default: 10s]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_DDL_LOCK_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub ddl_lock_timeout: Option<String>,
+
+    /// How many times a migration that gave up waiting for a table lock is tried again
+    /// [default: 3]
+    #[arg(long, global = true, env = "FERRY_DDL_LOCK_RETRIES", value_name = "N")]
+    pub ddl_lock_retries: Option<u32>,
+
     /// Where backups and artifacts are kept: file:///path or s3://bucket/prefix
     /// [default: [store] url in ferry.toml, else .ferry/ beside ferry.toml or here]
     #[arg(long, global = true, env = "FERRY_STORE", value_name = "URL")]
@@ -139,6 +154,10 @@ pub enum CompatCommand {
         /// both; a query that no longer prepares is breaking
         #[arg(long, value_name = "PATH", env = "FERRY_COMPAT_OLD_QUERIES")]
         old_queries: Option<PathBuf>,
+        /// Shadow databases a long release (24 migrations or more) is proven in at once, 1 to 4
+        /// [default: one per core, at most 3]
+        #[arg(long, value_name = "N", env = "FERRY_COMPAT_PARALLEL")]
+        parallel: Option<usize>,
     },
 }
 

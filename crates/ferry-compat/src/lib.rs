@@ -73,6 +73,9 @@ pub struct CheckOptions {
     /// The previous version's queries ([`load_old_queries`]), prepared in the shadow database
     /// after each new migration; they need [`CheckOptions::shadow_url`].
     pub old_queries: Vec<OldQuery>,
+    /// How many shadow databases a long release is proven in at once (`None`: one per core, at
+    /// most three; see [`shadow_parts`]).
+    pub parallel: Option<usize>,
 }
 
 impl CheckOptions {
@@ -82,6 +85,7 @@ impl CheckOptions {
             strict: false,
             shadow_url: None,
             old_queries: Vec::new(),
+            parallel: None,
         }
     }
 }
@@ -155,7 +159,14 @@ pub async fn check(
         }
         return Ok(report);
     };
-    let proofs = shadow::prove(migrations, base_version, url, &options.old_queries).await?;
+    let proofs = shadow::prove(
+        migrations,
+        base_version,
+        url,
+        &options.old_queries,
+        options.parallel,
+    )
+    .await?;
     let by_version: std::collections::HashMap<i64, &Migration> =
         migrations.iter().map(|m| (m.version, m)).collect();
     for m in &mut report.migrations {

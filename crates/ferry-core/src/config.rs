@@ -18,6 +18,10 @@ pub const CONFIG_FILE: &str = "ferry.toml";
 /// Where migrations live when nothing says otherwise.
 pub const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a migration's statements wait for a table lock before the try is given up.
+pub const DEFAULT_DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a migration that gave up waiting for a table lock is tried again.
+pub const DEFAULT_DDL_LOCK_RETRIES: u32 = 3;
 /// The embedded default store, beside `ferry.toml` (or in the working directory).
 pub const DEFAULT_STORE_DIR: &str = ".ferry";
 
@@ -42,6 +46,10 @@ pub struct MigrationsSection {
     pub dir: Option<PathBuf>,
     /// e.g. "60s", "2m".
     pub lock_timeout: Option<String>,
+    /// How long a migration's statements wait for a table lock, e.g. "10s"; "0" waits forever.
+    pub ddl_lock_timeout: Option<String>,
+    /// How many times a migration that gave up waiting for a table lock is tried again.
+    pub ddl_lock_retries: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -90,6 +98,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub migrations: Option<PathBuf>,
     pub lock_timeout: Option<String>,
+    pub ddl_lock_timeout: Option<String>,
+    pub ddl_lock_retries: Option<u32>,
     pub store: Option<String>,
 }
 
@@ -103,6 +113,9 @@ pub struct Settings {
     pub database_url: Option<DatabaseUrl>,
     pub migrations_dir: PathBuf,
     pub lock_timeout: Duration,
+    /// How long a migration's statements wait for a table lock; `None` waits forever.
+    pub ddl_lock_timeout: Option<Duration>,
+    pub ddl_lock_retries: u32,
     pub store_url: Option<String>,
     pub store_endpoint: Option<String>,
     pub store_region: Option<String>,
@@ -206,12 +219,38 @@ pub fn resolve(
         None => DEFAULT_LOCK_TIMEOUT,
     };
 
+    let ddl_lock_timeout = match over
+        .ddl_lock_timeout
+        .as_ref()
+        .or(file.migrations.ddl_lock_timeout.as_ref())
+    {
+        Some(text) => match parse_duration(text) {
+            Ok(Duration::ZERO) => None,
+            Ok(d) => Some(d),
+            Err(reason) => {
+                return Err(CoreError::BadValue {
+                    what: "DDL lock timeout ([migrations] ddl_lock_timeout, --ddl-lock-timeout)"
+                        .into(),
+                    value: text.clone(),
+                    reason,
+                });
+            }
+        },
+        None => Some(DEFAULT_DDL_LOCK_TIMEOUT),
+    };
+    let ddl_lock_retries = over
+        .ddl_lock_retries
+        .or(file.migrations.ddl_lock_retries)
+        .unwrap_or(DEFAULT_DDL_LOCK_RETRIES);
+
     Ok(Settings {
         config_path,
         env,
         database_url,
         migrations_dir,
         lock_timeout,
+        ddl_lock_timeout,
+        ddl_lock_retries,
         store_url: over.store.clone().or_else(|| file.store.url.clone()),
         store_endpoint: file.store.endpoint.clone(),
         store_region: file.store.region.clone(),
@@ -387,6 +426,45 @@ mod tests {
             "cost $5 and $x"
         );
         assert_eq!(expand_vars("${NOPE}", &l).unwrap_err(), "NOPE");
+    }
+
+    #[test]
+    fn ddl_lock_timeout_flag_beats_file_and_zero_waits_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(
+            dir.path(),
+            "[migrations]\nddl_lock_timeout = \"3s\"\nddl_lock_retries = 1\n",
+        );
+        let l = vars(&[]);
+        let defaults = resolve(&Overrides::default(), &l).unwrap();
+        assert_eq!(defaults.ddl_lock_timeout, Some(DEFAULT_DDL_LOCK_TIMEOUT));
+        assert_eq!(defaults.ddl_lock_retries, DEFAULT_DDL_LOCK_RETRIES);
+        let file = Overrides {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let s = resolve(&file, &l).unwrap();
+        assert_eq!(s.ddl_lock_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(s.ddl_lock_retries, 1);
+        let flags = Overrides {
+            config: Some(cfg.clone()),
+            ddl_lock_timeout: Some("0".into()),
+            ddl_lock_retries: Some(0),
+            ..Default::default()
+        };
+        let s = resolve(&flags, &l).unwrap();
+        assert_eq!(s.ddl_lock_timeout, None, "0 waits forever");
+        assert_eq!(s.ddl_lock_retries, 0);
+        let bad = Overrides {
+            config: Some(cfg),
+            ddl_lock_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        let err = resolve(&bad, &l).unwrap_err().to_string();
+        assert!(
+            err.contains("ddl_lock_timeout") && err.contains("soon"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -114,6 +114,100 @@ impl DatabaseUrl {
     }
 }
 
+/// The pieces of a server URL, percent-decoded the way the drivers decode them: `%2B` is `+`,
+/// and a raw `+` in the user info is a `+` (never a space, which is form encoding, not URLs).
+/// What client tools get as arguments and, for the password, environment. `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlParts {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: String,
+    /// The query parameters (`sslmode`, `socket`, ...), decoded as sqlx decodes them.
+    pub query: Vec<(String, String)>,
+}
+
+impl UrlParts {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The password of the user info, else of a `password=` query parameter.
+    pub fn any_password(&self) -> Option<&str> {
+        self.password.as_deref().or_else(|| self.param("password"))
+    }
+}
+
+impl fmt::Debug for UrlParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UrlParts")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+fn percent_decoded(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl DatabaseUrl {
+    fn server_url(&self) -> Result<url::Url, CoreError> {
+        let bad = |reason: String| CoreError::BadUrl {
+            url: self.redacted(),
+            reason,
+        };
+        if self.engine == Engine::Sqlite {
+            return Err(bad("a SQLite URL names a file, not a server".into()));
+        }
+        url::Url::parse(&self.raw).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The decoded pieces of a PostgreSQL or MySQL URL (an error for SQLite).
+    pub fn parts(&self) -> Result<UrlParts, CoreError> {
+        let parsed = self.server_url()?;
+        Ok(UrlParts {
+            host: parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()),
+            port: parsed.port(),
+            user: (!parsed.username().is_empty()).then(|| percent_decoded(parsed.username())),
+            password: parsed.password().map(percent_decoded),
+            database: percent_decoded(parsed.path().trim_start_matches('/')),
+            query: parsed
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        })
+    }
+
+    /// The same server, user, password and parameters, with database `name` (PostgreSQL,
+    /// MySQL); the scratch databases of restore checks, compat proofs and tests.
+    pub fn with_database(&self, name: &str) -> Result<DatabaseUrl, CoreError> {
+        let mut parsed = self.server_url()?;
+        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'_')
+            .remove(b'-')
+            .remove(b'.');
+        let encoded: String = percent_encoding::utf8_percent_encode(name, SEGMENT).collect();
+        parsed.set_path(&format!("/{encoded}"));
+        Ok(DatabaseUrl {
+            raw: parsed.to_string(),
+            engine: self.engine,
+        })
+    }
+}
+
 /// The file path part of a `sqlite:` URL, without query parameters.
 pub fn sqlite_path(raw: &str) -> &str {
     let rest = &raw[raw.find(':').map(|i| i + 1).unwrap_or(0)..];
@@ -300,6 +394,53 @@ mod tests {
     fn mariadb_scheme_is_spelled_mysql_for_the_driver() {
         let url = DatabaseUrl::parse("mariadb://root@127.0.0.1/app").unwrap();
         assert_eq!(url.for_driver(), "mysql://root@127.0.0.1/app");
+    }
+
+    #[test]
+    fn parts_decode_percent_escapes_and_keep_a_raw_plus() {
+        // The password is `a+b%2Bc@d:e/f` after decoding: a raw `+` stays a `+`.
+        let url = DatabaseUrl::parse(
+            "postgres://us%40er:a+b%252Bc%40d%3Ae%2Ff@db.example:6543/my%20db?sslmode=disable",
+        )
+        .unwrap();
+        let p = url.parts().unwrap();
+        assert_eq!(p.user.as_deref(), Some("us@er"));
+        assert_eq!(p.password.as_deref(), Some("a+b%2Bc@d:e/f"));
+        assert_eq!(p.host.as_deref(), Some("db.example"));
+        assert_eq!(p.port, Some(6543));
+        assert_eq!(p.database, "my db");
+        assert_eq!(p.param("sslmode"), Some("disable"));
+        assert!(!format!("{p:?}").contains("a+b"), "{p:?}");
+        let plus = DatabaseUrl::parse("mysql://u:x+y@h/db")
+            .unwrap()
+            .parts()
+            .unwrap();
+        assert_eq!(plus.password.as_deref(), Some("x+y"));
+        assert!(DatabaseUrl::parse("sqlite:a.db").unwrap().parts().is_err());
+    }
+
+    #[test]
+    fn with_database_keeps_everything_but_the_name() {
+        let url = DatabaseUrl::parse(
+            "postgres://u:p%2Bw+d@h:5433/app?sslmode=require&application_name=x",
+        )
+        .unwrap();
+        let scratch = url.with_database("ferry_scratch_1").unwrap();
+        assert_eq!(
+            scratch.expose(),
+            "postgres://u:p%2Bw+d@h:5433/ferry_scratch_1?sslmode=require&application_name=x"
+        );
+        assert_eq!(scratch.engine(), Engine::Postgres);
+        assert_eq!(scratch.database_name(), "ferry_scratch_1");
+        let bare = DatabaseUrl::parse("mariadb://root@127.0.0.1").unwrap();
+        assert_eq!(
+            bare.with_database("t").unwrap().expose(),
+            "mariadb://root@127.0.0.1/t"
+        );
+        assert_eq!(
+            bare.with_database("t").unwrap().for_driver(),
+            "mysql://root@127.0.0.1/t"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! passes silently.
 
 pub mod db;
+#[macro_use]
+mod per_engine;
 pub mod registry;
 pub mod s3;
 mod server;
