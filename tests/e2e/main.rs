@@ -31,6 +31,7 @@ mod cli;
 mod compat;
 mod concurrency;
 mod engines;
+mod network;
 mod promote;
 mod promote_oci;
 mod snapshots;

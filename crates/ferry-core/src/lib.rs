@@ -11,6 +11,7 @@
 
 pub mod actor;
 pub mod config;
+pub mod env;
 pub mod error;
 pub mod url;
 

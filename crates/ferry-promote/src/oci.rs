@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -31,9 +32,16 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use url::Url;
 
+use ferry_core::config::Network;
+
 use crate::digest::Digest;
 use crate::error::{PromoteError, Result};
 use crate::location::{ArtifactLocation, CopyOutcome, LocFut};
+
+mod credentials;
+
+use credentials::{Auth, Source};
+pub use credentials::Credentials;
 
 /// Every manifest type ferry asks for and copies.
 pub const MANIFEST_TYPES: &[&str] = &[
@@ -48,6 +56,10 @@ const MAX_MANIFEST: usize = 4 << 20;
 
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
 
+/// The longest `Retry-After` ferry honours; a registry that asks for more fails the command
+/// at once (try again later) instead of holding a CI job.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// `oci://HOST[:PORT]/REPO[/…][:TAG]`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciUrl {
@@ -59,13 +71,20 @@ pub struct OciUrl {
 }
 
 impl OciUrl {
+    pub const SCHEME: &str = "oci://";
+
+    /// Whether `url` is written as an OCI location (whether or not it is a valid one).
+    pub fn is_oci(url: &str) -> bool {
+        url.starts_with(Self::SCHEME)
+    }
+
     pub fn parse(url: &str) -> Result<Self> {
         let bad = |reason: &str| PromoteError::BadOciUrl {
             url: url.to_string(),
             reason: reason.to_string(),
         };
         let rest = url
-            .strip_prefix("oci://")
+            .strip_prefix(Self::SCHEME)
             .ok_or_else(|| bad("it must start with oci://"))?;
         let rest = rest.trim_end_matches('/');
         let (host, path) = rest
@@ -139,6 +158,16 @@ impl FromStr for ImageRef {
     }
 }
 
+impl std::fmt::Display for OciUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}/{}", Self::SCHEME, self.host, self.repo)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for ImageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.host, self.repo)?;
@@ -206,65 +235,24 @@ fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
-/// A username and password for one registry. Never printed: `Debug` redacts the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-/// How ferry talks to registries, resolved by the caller (the CLI reads the environment).
+/// How ferry talks to registries, resolved by the caller (the CLI, from the environment and
+/// `ferry.toml`); this crate reads no environment variable.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
+    /// Connect and read timeouts, and how many times a request that failed in a way that may
+    /// pass (a timeout, a connection error, 429, 5xx) is tried again.
+    pub network: Network,
     /// Registries (`host` or `host:port`) reached over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
     /// Credentials for every registry (`FERRY_REGISTRY_USERNAME`/`FERRY_REGISTRY_PASSWORD`);
     /// they win over the docker configuration.
     pub credentials: Option<Credentials>,
-    /// The docker `config.json` whose `auths` give per-registry credentials.
+    /// The docker `config.json` whose `credHelpers`, `credsStore` and `auths` give
+    /// per-registry credentials.
     pub docker_config: Option<PathBuf>,
 }
 
 impl RegistryOptions {
-    /// From `FERRY_INSECURE_REGISTRIES` (comma-separated), `FERRY_REGISTRY_USERNAME` and
-    /// `FERRY_REGISTRY_PASSWORD`, and `$DOCKER_CONFIG/config.json` (else
-    /// `$HOME/.docker/config.json`).
-    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Self {
-        let set = |k: &str| get(k).filter(|v| !v.is_empty());
-        let insecure = set("FERRY_INSECURE_REGISTRIES")
-            .map(|v| {
-                v.split(',')
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let credentials = match (
-            set("FERRY_REGISTRY_USERNAME"),
-            set("FERRY_REGISTRY_PASSWORD"),
-        ) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
-            _ => None,
-        };
-        let docker_config = set("DOCKER_CONFIG")
-            .map(|d| PathBuf::from(d).join("config.json"))
-            .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")));
-        RegistryOptions {
-            insecure,
-            credentials,
-            docker_config,
-        }
-    }
-
     /// Plain HTTP for loopback hosts and those listed as insecure; HTTPS for everything else.
     pub fn scheme_for(&self, host: &str) -> &'static str {
         let bare = host_without_port(host);
@@ -280,28 +268,14 @@ impl RegistryOptions {
         }
     }
 
-    /// The credentials for `host`: the environment's, else the docker configuration's.
-    pub fn credentials_for(&self, host: &str) -> Result<Option<Credentials>> {
-        if let Some(c) = &self.credentials {
-            return Ok(Some(c.clone()));
-        }
-        let Some(path) = &self.docker_config else {
-            return Ok(None);
-        };
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(PromoteError::Io {
-                    path: path.display().to_string(),
-                    source,
-                });
-            }
-        };
-        docker_config_credentials(&text, host).map_err(|reason| PromoteError::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-        })
+    /// Where the credentials for `host` come from: the environment's, else the docker
+    /// configuration's (see `credentials.rs`).
+    pub(crate) fn credential_source(&self, host: &str) -> Result<Source> {
+        Source::find(
+            self.credentials.as_ref(),
+            self.docker_config.as_deref(),
+            host,
+        )
     }
 }
 
@@ -322,52 +296,6 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Credentials for `host` in a docker `config.json`: `auths.<host>.auth` (base64 of
-/// `user:password`) or `username`/`password`. Keys may carry a scheme and a path
-/// (`https://host/v1/`). Credential helpers (`credsStore`) are not supported.
-pub fn docker_config_credentials(
-    text: &str,
-    host: &str,
-) -> std::result::Result<Option<Credentials>, String> {
-    let config: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
-        return Ok(None);
-    };
-    for (key, entry) in auths {
-        let bare = key
-            .trim_start_matches("https://")
-            .trim_start_matches("http://");
-        let bare = bare.split('/').next().unwrap_or(bare);
-        if !bare.eq_ignore_ascii_case(host) {
-            continue;
-        }
-        if let Some(auth) = entry
-            .get("auth")
-            .and_then(|a| a.as_str())
-            .filter(|a| !a.is_empty())
-        {
-            let decoded = BASE64
-                .decode(auth.trim())
-                .map_err(|_| format!("auths.{key}.auth is not base64"))?;
-            let decoded =
-                String::from_utf8(decoded).map_err(|_| format!("auths.{key}.auth is not UTF-8"))?;
-            let (username, password) = decoded
-                .split_once(':')
-                .ok_or_else(|| format!("auths.{key}.auth is not base64 of user:password"))?;
-            return Ok(Some(Credentials {
-                username: username.to_string(),
-                password: password.to_string(),
-            }));
-        }
-        let field = |f: &str| entry.get(f).and_then(|v| v.as_str()).map(str::to_string);
-        if let (Some(username), Some(password)) = (field("username"), field("password")) {
-            return Ok(Some(Credentials { username, password }));
-        }
-    }
-    Ok(None)
-}
-
 #[derive(Default)]
 struct AuthState {
     /// The registry asked for Basic auth.
@@ -383,8 +311,11 @@ struct Registry {
     host: String,
     base: Url,
     http: reqwest::Client,
-    credentials: Option<Credentials>,
+    /// Where the credentials are; resolved (a helper run) when the registry first asks.
+    source: Source,
+    credentials: tokio::sync::OnceCell<Option<Auth>>,
     auth: Mutex<AuthState>,
+    network: Network,
 }
 
 fn pull(repo: &str) -> String {
@@ -403,9 +334,13 @@ impl Registry {
                 url: format!("oci://{host}"),
                 reason: e.to_string(),
             })?;
+        // reqwest's read timeout applies to every read (the answer's head, then each read of its
+        // body) and restarts after each, so a large blob may take as long as it needs while a
+        // silent registry fails within the timeout.
         let http = reqwest::Client::builder()
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(options.network.connect_timeout)
+            .read_timeout(options.network.read_timeout)
             .build()
             .map_err(|e| PromoteError::Registry {
                 registry: host.to_string(),
@@ -416,8 +351,10 @@ impl Registry {
             host: host.to_string(),
             base,
             http,
-            credentials: options.credentials_for(host)?,
+            source: options.credential_source(host)?,
+            credentials: tokio::sync::OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
+            network: options.network,
         })
     }
 
@@ -441,18 +378,86 @@ impl Registry {
         {
             return Some(format!("Bearer {token}"));
         }
-        if state.basic {
-            return self.credentials.as_ref().map(|c| {
-                format!(
-                    "Basic {}",
-                    BASE64.encode(format!("{}:{}", c.username, c.password))
-                )
-            });
+        if state.basic
+            && let Some(Some(Auth::Basic(c))) = self.credentials.get()
+        {
+            return Some(format!(
+                "Basic {}",
+                BASE64.encode(format!("{}:{}", c.username, c.password))
+            ));
         }
         None
     }
 
-    /// Sends a request that can be rebuilt, answering one authentication challenge.
+    /// The credentials, found (a helper run) the first time a registry asks for them.
+    async fn credentials(&self) -> Result<Option<&Auth>> {
+        let found = self
+            .credentials
+            .get_or_try_init(|| self.source.resolve(&self.host))
+            .await?;
+        Ok(found.as_ref())
+    }
+
+    /// Sends a request that can be rebuilt, again after a failure that may pass (a timeout, a
+    /// connection error, 429, 5xx): at most `retries` more times, after the pause the registry
+    /// asks for in `Retry-After` (up to [`MAX_RETRY_AFTER`]) or a growing one. The error of the
+    /// last try says how many there were.
+    async fn send_retrying(
+        &self,
+        context: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let tries = |attempt: u32| {
+            if attempt > 1 {
+                format!(" (after {attempt} attempts)")
+            } else {
+                String::new()
+            }
+        };
+        let mut attempt = 1;
+        loop {
+            let last = attempt > self.network.retries;
+            let (pause, why) = match build().send().await {
+                Ok(resp) if !retryable_status(resp.status()) => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let asked = retry_after(resp.headers(), chrono::Utc::now());
+                    if last {
+                        let text = unexpected(status, resp).await;
+                        return Err(self.err(context, format!("{text}{}", tries(attempt))));
+                    }
+                    if let Some(wait) = asked.filter(|w| *w > MAX_RETRY_AFTER) {
+                        return Err(self.err(
+                            context,
+                            format!(
+                                "the registry answered {status} and asks to wait {}s before trying again, longer than ferry waits ({}s); try again later{}",
+                                wait.as_secs(),
+                                MAX_RETRY_AFTER.as_secs(),
+                                tries(attempt)
+                            ),
+                        ));
+                    }
+                    (
+                        asked.unwrap_or_else(|| Network::backoff(attempt)),
+                        status.to_string(),
+                    )
+                }
+                Err(e) if !last && (e.is_timeout() || e.is_connect() || e.is_request()) => {
+                    (Network::backoff(attempt), chain(&e))
+                }
+                Err(e) => {
+                    return Err(self.err(context, format!("{}{}", chain(&e), tries(attempt))));
+                }
+            };
+            tracing::warn!(registry = %self.host, context, attempt, ?pause, error = %why,
+                "registry request failed; trying again");
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// Sends a request that can be rebuilt (retried as [`Registry::send_retrying`] does),
+    /// answering one authentication challenge.
     async fn send(
         &self,
         context: &str,
@@ -461,11 +466,15 @@ impl Registry {
     ) -> Result<reqwest::Response> {
         let mut answered = false;
         loop {
-            let mut req = build();
-            if let Some(h) = self.auth_header(scopes) {
-                req = req.header(AUTHORIZATION, h);
-            }
-            let resp = req.send().await.map_err(|e| self.err(context, chain(&e)))?;
+            let resp = self
+                .send_retrying(context, || {
+                    let req = build();
+                    match self.auth_header(scopes) {
+                        Some(h) => req.header(AUTHORIZATION, h),
+                        None => req,
+                    }
+                })
+                .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -474,7 +483,7 @@ impl Registry {
                     registry: self.host.clone(),
                     reason: format!(
                         "{context}: the registry refused the credentials{}",
-                        if self.credentials.is_some() {
+                        if matches!(self.credentials.get(), Some(Some(_))) {
                             ""
                         } else {
                             " (none were found)"
@@ -494,7 +503,7 @@ impl Registry {
     }
 
     /// Sends a request whose body cannot be replayed (a streamed blob): authenticated with what
-    /// earlier requests of the same scope learnt, no retry.
+    /// earlier requests of the same scope learnt, no retry (the client's timeouts bound it).
     async fn send_once(
         &self,
         context: &str,
@@ -517,9 +526,20 @@ impl Registry {
             ),
         };
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        let credentials = self.credentials().await?;
         if scheme.eq_ignore_ascii_case("basic") {
-            if self.credentials.is_none() {
-                return Err(no_credentials());
+            match credentials {
+                None => return Err(no_credentials()),
+                Some(Auth::IdentityToken(_)) => {
+                    return Err(PromoteError::RegistryAuth {
+                        registry: self.host.clone(),
+                        reason: format!(
+                            "{context}: the credentials found for it are an identity token, which only a token service accepts, and this registry asks for Basic auth; log in with a username and password (`docker login {}`) or set FERRY_REGISTRY_USERNAME and FERRY_REGISTRY_PASSWORD",
+                            self.host
+                        ),
+                    });
+                }
+                Some(Auth::Basic(_)) => {}
             }
             self.auth.lock().unwrap_or_else(|e| e.into_inner()).basic = true;
             return Ok(());
@@ -538,25 +558,54 @@ impl Registry {
         let service = params.get("service").cloned();
         let mut url = Url::parse(&realm)
             .map_err(|e| self.err(context, format!("token realm `{realm}`: {e}")))?;
+        let resp = match credentials {
+            // The OAuth2 refresh-token grant of the distribution token spec: a POSTed form.
+            Some(Auth::IdentityToken(token)) => {
+                let form = {
+                    let mut form = url::form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("grant_type", "refresh_token")
+                        .append_pair("refresh_token", token)
+                        .append_pair("client_id", "ferry")
+                        .append_pair("scope", &scopes.join(" "));
+                    if let Some(s) = &service {
+                        form.append_pair("service", s);
+                    }
+                    form.finish()
+                };
+                self.send_retrying("fetching a token", || {
+                    self.http
+                        .post(url.clone())
+                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(form.clone())
+                })
+                .await?
+            }
+            basic => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = &service {
+                        q.append_pair("service", s);
+                    }
+                    for scope in scopes {
+                        q.append_pair("scope", scope);
+                    }
+                }
+                self.send_retrying("fetching a token", || {
+                    let req = self.http.get(url.clone());
+                    match basic {
+                        Some(Auth::Basic(c)) => req.basic_auth(&c.username, Some(&c.password)),
+                        _ => req,
+                    }
+                })
+                .await?
+            }
+        };
+        if resp.status() == StatusCode::UNAUTHORIZED
+            || resp.status() == StatusCode::FORBIDDEN
+            // An OAuth2 token endpoint answers a refused grant with 400 invalid_grant.
+            || (resp.status() == StatusCode::BAD_REQUEST && credentials.is_some())
         {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = &service {
-                q.append_pair("service", s);
-            }
-            for scope in scopes {
-                q.append_pair("scope", scope);
-            }
-        }
-        let mut req = self.http.get(url);
-        if let Some(c) = &self.credentials {
-            req = req.basic_auth(&c.username, Some(&c.password));
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.err("fetching a token", chain(&e)))?;
-        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            return Err(if self.credentials.is_none() {
+            return Err(if credentials.is_none() {
                 no_credentials()
             } else {
                 PromoteError::RegistryAuth {
@@ -727,6 +776,31 @@ impl Registry {
     }
 }
 
+/// Throttling and server errors: what may pass when tried again.
+fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED
+}
+
+/// `Retry-After`: a number of seconds, or an HTTP date (a date in the past is no wait).
+fn retry_after(headers: &HeaderMap, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 fn header_digest(headers: &HeaderMap) -> Option<Digest> {
     headers
         .get(DIGEST_HEADER)
@@ -799,7 +873,16 @@ impl OciLocation {
     /// Opens `oci://HOST/REPO[:TAG]`; `default_tag` (the environment's name) is the tag when
     /// the URL has none. Nothing is sent until it is used.
     pub fn open(url: &str, default_tag: Option<&str>, options: &RegistryOptions) -> Result<Self> {
-        let parsed = OciUrl::parse(url)?;
+        Self::open_parsed(OciUrl::parse(url)?, default_tag, options)
+    }
+
+    /// [`OciLocation::open`] of a URL already parsed.
+    pub fn open_parsed(
+        parsed: OciUrl,
+        default_tag: Option<&str>,
+        options: &RegistryOptions,
+    ) -> Result<Self> {
+        let url = parsed.to_string();
         let tag = match (parsed.tag, default_tag) {
             (Some(t), _) => Some(t),
             (None, Some(t)) => {
@@ -1268,63 +1351,30 @@ mod tests {
     }
 
     #[test]
-    fn options_come_from_the_environment() {
-        let env = |k: &str| match k {
-            "FERRY_INSECURE_REGISTRIES" => Some("a.lan:5000, b.lan".to_string()),
-            "FERRY_REGISTRY_USERNAME" => Some("ci".to_string()),
-            "FERRY_REGISTRY_PASSWORD" => Some("s3cret".to_string()),
-            "DOCKER_CONFIG" => Some("/cfg".to_string()),
-            "HOME" => Some("/home/x".to_string()),
-            _ => None,
+    fn retry_after_is_seconds_or_a_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h, now)
         };
-        let o = RegistryOptions::from_env(&env);
-        assert_eq!(o.insecure, ["a.lan:5000", "b.lan"]);
+        assert_eq!(with("3"), Some(Duration::from_secs(3)));
         assert_eq!(
-            o.credentials,
-            Some(Credentials {
-                username: "ci".into(),
-                password: "s3cret".into()
-            })
+            with("Tue, 01 Dec 2026 10:00:07 GMT"),
+            Some(Duration::from_secs(7))
         );
-        assert_eq!(o.docker_config, Some(PathBuf::from("/cfg/config.json")));
-        assert!(!format!("{o:?}").contains("s3cret"));
-        let o = RegistryOptions::from_env(&|k| (k == "HOME").then(|| "/home/x".to_string()));
-        assert_eq!(o.credentials, None);
-        assert_eq!(
-            o.docker_config,
-            Some(PathBuf::from("/home/x/.docker/config.json"))
-        );
-    }
-
-    #[test]
-    fn docker_config_credentials_are_found_by_host() {
-        let auth = BASE64.encode("alice:pa:ss");
-        let text = format!(
-            r#"{{"auths": {{
-                "https://registry.example.com/v1/": {{"auth": "{auth}"}},
-                "127.0.0.1:5000": {{"username": "bob", "password": "pw"}},
-                "other.example.com": {{}}
-            }}, "credsStore": "desktop"}}"#
-        );
-        let c = docker_config_credentials(&text, "registry.example.com")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (c.username.as_str(), c.password.as_str()),
-            ("alice", "pa:ss")
-        );
-        let c = docker_config_credentials(&text, "127.0.0.1:5000")
-            .unwrap()
-            .unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("bob", "pw"));
-        assert_eq!(
-            docker_config_credentials(&text, "other.example.com").unwrap(),
-            None
-        );
-        assert_eq!(docker_config_credentials(&text, "127.0.0.1").unwrap(), None);
-        assert_eq!(docker_config_credentials("{}", "x").unwrap(), None);
-        assert!(docker_config_credentials("not json", "x").is_err());
-        assert!(docker_config_credentials(r#"{"auths":{"x":{"auth":"%%%"}}}"#, "x").is_err());
+        assert_eq!(with("Tue, 01 Dec 2026 09:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        for (code, retry) in [(429, true), (503, true), (500, true), (501, false), (404, false)] {
+            assert_eq!(
+                retryable_status(StatusCode::from_u16(code).unwrap()),
+                retry,
+                "{code}"
+            );
+        }
     }
 
     #[test]
