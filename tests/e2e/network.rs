@@ -189,7 +189,7 @@ fn a_throttling_registry_is_retried_after_the_pause_it_asks_for() {
     let reference = format!("{}/app-build@{}", proxy.host(), image.digest);
     let (out, took) = run(dir.path(), &[], &["promote", &reference, "--to", "dev"]);
     let out = out.expect_code(0);
-    assert_eq!(out.json()["release"]["digest"], image.digest.as_str());
+    assert_eq!(out.json()["digest"], image.digest.as_str(), "{}", out.stdout);
     assert_eq!(proxy.faults(), 2, "both throttled answers were used");
     assert!(
         took >= Duration::from_secs(2),
