@@ -77,10 +77,7 @@ fn assert_timed_out(what: &str, out: &Outcome, took: Duration, operation: &str) 
         "{what}: the message does not say it timed out: {message}"
     );
     let bound = NETWORK.worst_case() + SLACK;
-    assert!(
-        took < bound,
-        "{what}: took {took:?}, more than {bound:?}"
-    );
+    assert!(took < bound, "{what}: took {took:?}, more than {bound:?}");
     assert!(
         took >= NETWORK.read_timeout * 3,
         "{what}: took {took:?}, less than three read timeouts: it did not wait for the server"
@@ -126,8 +123,16 @@ async fn a_silent_s3_server_fails_every_store_command_within_its_timeouts() {
             ],
             "GetObject",
         ),
-        ("promote", vec!["promote", &promote, "--to", "dev"], "Object"),
-        ("releases", vec!["releases", "--env", "dev"], "ListObjectsV2"),
+        (
+            "promote",
+            vec!["promote", &promote, "--to", "dev"],
+            "Object",
+        ),
+        (
+            "releases",
+            vec!["releases", "--env", "dev"],
+            "ListObjectsV2",
+        ),
     ];
     // At once: each spends its time waiting on the silent server.
     std::thread::scope(|scope| {
@@ -189,7 +194,12 @@ fn a_throttling_registry_is_retried_after_the_pause_it_asks_for() {
     let reference = format!("{}/app-build@{}", proxy.host(), image.digest);
     let (out, took) = run(dir.path(), &[], &["promote", &reference, "--to", "dev"]);
     let out = out.expect_code(0);
-    assert_eq!(out.json()["digest"], image.digest.as_str(), "{}", out.stdout);
+    assert_eq!(
+        out.json()["digest"],
+        image.digest.as_str(),
+        "{}",
+        out.stdout
+    );
     assert_eq!(proxy.faults(), 2, "both throttled answers were used");
     assert!(
         took >= Duration::from_secs(2),

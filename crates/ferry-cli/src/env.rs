@@ -23,9 +23,7 @@ impl Environment {
     /// The process's environment, read once.
     pub(crate) fn get() -> &'static Environment {
         static CAPTURED: OnceLock<Environment> = OnceLock::new();
-        CAPTURED.get_or_init(|| {
-            Environment::from_lookup(|name| std::env::var(name).ok())
-        })
+        CAPTURED.get_or_init(|| Environment::from_lookup(|name| std::env::var(name).ok()))
     }
 
     /// An environment read through `lookup` (tests pass their own).
@@ -177,7 +175,9 @@ mod tests {
     fn the_s3_endpoint_and_the_clock() {
         assert_eq!(env(&[]).s3_endpoint(), None);
         assert_eq!(
-            env(&[("AWS_ENDPOINT_URL", "http://a")]).s3_endpoint().as_deref(),
+            env(&[("AWS_ENDPOINT_URL", "http://a")])
+                .s3_endpoint()
+                .as_deref(),
             Some("http://a")
         );
         assert_eq!(
@@ -191,8 +191,14 @@ mod tests {
         );
         let pinned = env(&[("FERRY_NOW", "2026-11-24T10:00:00Z")]).now().unwrap();
         assert_eq!(pinned.to_rfc3339(), "2026-11-24T10:00:00+00:00");
-        let err = env(&[("FERRY_NOW", "tuesday")]).now().unwrap_err().to_string();
-        assert!(err.contains("FERRY_NOW") && err.contains("RFC 3339"), "{err}");
+        let err = env(&[("FERRY_NOW", "tuesday")])
+            .now()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("FERRY_NOW") && err.contains("RFC 3339"),
+            "{err}"
+        );
         assert_eq!(env(&[("FERRY_ACTOR", "bot")]).actor(), "bot");
     }
 
@@ -210,7 +216,10 @@ mod tests {
             }
         }
         let mut found = Vec::new();
-        walk(&<crate::opt::Cli as clap::CommandFactory>::command(), &mut found);
+        walk(
+            &<crate::opt::Cli as clap::CommandFactory>::command(),
+            &mut found,
+        );
         assert!(found.contains(&"DATABASE_URL".to_string()), "{found:?}");
         let settings: Vec<_> = vars::settings().collect();
         for var in &found {

@@ -7,9 +7,9 @@ use ferry_promote::{
     RollbackRequest,
 };
 
+use crate::env::Environment;
 use crate::opt::{ArtifactCommand, Command, GlobalOpts};
 use crate::output::{Printer, table};
-use crate::env::Environment;
 use crate::{CliError, exit, open_store, settings, store_options};
 
 pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {

@@ -277,7 +277,8 @@ pub fn resolve(
 
 /// `[store] connect_timeout`, `read_timeout` and `retries` over [`Network::DEFAULT`].
 fn network(store: &StoreSection) -> Result<Network, CoreError> {
-    let timeout = |key: &str, value: &Option<String>, default: Duration| match value {
+    let timeout = |key: &str, value: &Option<String>, default: Duration| {
+        match value {
         None => Ok(default),
         Some(text) => match parse_duration(text) {
             Ok(d) if d.is_zero() => Err(CoreError::BadValue {
@@ -292,6 +293,7 @@ fn network(store: &StoreSection) -> Result<Network, CoreError> {
                 reason,
             }),
         },
+    }
     };
     let retries = store.retries.unwrap_or(Network::DEFAULT.retries);
     if retries > 20 {
@@ -654,7 +656,10 @@ mod tests {
             ..Default::default()
         };
         let cfg = write(dir.path(), "[store]\nurl = \"s3://b/p\"\n");
-        assert_eq!(resolve(&over(cfg), &|_| None).unwrap().network, Network::DEFAULT);
+        assert_eq!(
+            resolve(&over(cfg), &|_| None).unwrap().network,
+            Network::DEFAULT
+        );
         let cfg = write(
             dir.path(),
             "[store]\nconnect_timeout = \"2s\"\nread_timeout = \"1500ms\"\nretries = 0\n",
@@ -682,7 +687,10 @@ mod tests {
         assert_eq!(Network::backoff(2), Duration::from_secs(1));
         assert_eq!(Network::backoff(10), Duration::from_secs(8));
         // 4 tries of 40 s, and 0.5 + 1 + 2 s between them.
-        assert_eq!(Network::DEFAULT.worst_case(), Duration::from_millis(163_500));
+        assert_eq!(
+            Network::DEFAULT.worst_case(),
+            Duration::from_millis(163_500)
+        );
     }
 
     #[test]

@@ -76,8 +76,14 @@ pub const VARS: &[Var] = &[
         FERRY_INSECURE_REGISTRIES,
         "registries reached over plain HTTP (comma-separated host[:port])",
     ),
-    setting(FERRY_REGISTRY_USERNAME, "registry username, for every registry"),
-    setting(FERRY_REGISTRY_PASSWORD, "registry password, for every registry"),
+    setting(
+        FERRY_REGISTRY_USERNAME,
+        "registry username, for every registry",
+    ),
+    setting(
+        FERRY_REGISTRY_PASSWORD,
+        "registry password, for every registry",
+    ),
     setting(AWS_ENDPOINT_URL, "S3 endpoint (beats [store] endpoint)"),
     setting(
         AWS_ENDPOINT_URL_S3,
@@ -125,7 +131,13 @@ mod tests {
         names.dedup();
         assert_eq!(before, names.len(), "a variable is listed twice");
         let settings: Vec<_> = settings().collect();
-        for name in [DATABASE_URL, FERRY_STORE, FERRY_NOW, AWS_ENDPOINT_URL_S3, RUST_LOG] {
+        for name in [
+            DATABASE_URL,
+            FERRY_STORE,
+            FERRY_NOW,
+            AWS_ENDPOINT_URL_S3,
+            RUST_LOG,
+        ] {
             assert!(settings.contains(&name), "{name}");
         }
         for name in [HOME, DOCKER_CONFIG, "USER"] {

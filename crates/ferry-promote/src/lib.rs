@@ -85,8 +85,8 @@ pub use error::{PromoteError, Result};
 pub use freeze::FreezeWindow;
 pub use history::{Action, Release, Status};
 pub use location::{
-    ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, LocationUrl, StoreLocation,
-    copy_verified, open_location, verify_at,
+    ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, LocationUrl, StoreLocation, copy_verified,
+    open_location, verify_at,
 };
 pub use oci::{Credentials, ImageRef, MANIFEST_TYPES, OciLocation, OciUrl, RegistryOptions};
 

@@ -941,7 +941,9 @@ mod tests {
     async fn a_body_that_stalls_times_out_but_a_slow_reader_does_not() {
         let (mut tx, rx) = tokio::io::duplex(64);
         let mut body = IdleTimeout::new(rx, Duration::from_millis(300), "s3://b/k".into());
-        tokio::io::AsyncWriteExt::write_all(&mut tx, b"abc").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"abc")
+            .await
+            .unwrap();
         // The reader waits longer than the timeout before reading: the data is there.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut buf = [0u8; 3];

@@ -153,7 +153,9 @@ impl Proxy {
                     served.fetch_add(1, Ordering::SeqCst);
                 }
                 match fault {
-                    Some(Fault::Answer { status, headers }) => answer(client, status, &headers).await,
+                    Some(Fault::Answer { status, headers }) => {
+                        answer(client, status, &headers).await
+                    }
                     Some(Fault::StallAfter(limit)) => forward(client, upstream, Some(limit)).await,
                     None => forward(client, upstream, None).await,
                 }
@@ -274,7 +276,8 @@ mod tests {
         let mut conn = std::net::TcpStream::connect(silent.host()).unwrap();
         conn.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
-        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut buf = [0u8; 16];
         let err = conn.read(&mut buf).unwrap_err();
         assert!(
@@ -305,7 +308,8 @@ mod tests {
         });
         let get = || {
             let mut conn = std::net::TcpStream::connect(proxy.host()).unwrap();
-            conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let mut out = String::new();
             conn.read_to_string(&mut out).unwrap();
             out

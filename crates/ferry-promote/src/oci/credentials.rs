@@ -199,7 +199,10 @@ fn valid_helper_name(name: &str) -> bool {
 
 /// `auths.<host>`: `identitytoken`, `auth` (base64 of `user:password`) or
 /// `username`/`password`.
-fn auths_entry(config: &serde_json::Value, host: &str) -> std::result::Result<Option<Auth>, String> {
+fn auths_entry(
+    config: &serde_json::Value,
+    host: &str,
+) -> std::result::Result<Option<Auth>, String> {
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -350,8 +353,15 @@ mod tests {
         assert!(docker_config("not json", "x", p).is_err());
         assert!(docker_config(r#"{"auths":{"x":{"auth":"%%%"}}}"#, "x", p).is_err());
         // Debug never shows a secret.
-        let shown = format!("{:?} {:?}", find("127.0.0.1:5000"), find("tokens.example.com"));
-        assert!(!shown.contains("pw\"") && !shown.contains("refresh-me"), "{shown}");
+        let shown = format!(
+            "{:?} {:?}",
+            find("127.0.0.1:5000"),
+            find("tokens.example.com")
+        );
+        assert!(
+            !shown.contains("pw\"") && !shown.contains("refresh-me"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -402,7 +412,11 @@ mod tests {
             origin: "credsStore in /cfg/config.json".into(),
             fallback: None,
         };
-        let err = source.resolve("r.example.com").await.unwrap_err().to_string();
+        let err = source
+            .resolve("r.example.com")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("docker-credential-ferry-no-such-helper")
                 && err.contains("not on PATH")

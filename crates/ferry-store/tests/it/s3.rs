@@ -386,7 +386,11 @@ async fn a_server_that_stalls_mid_part_times_out_and_the_upload_is_aborted_moto(
     let Some(server) = started(Kind::Moto).await else {
         return;
     };
-    let upstream = server.endpoint().trim_start_matches("http://").parse().unwrap();
+    let upstream = server
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
     let proxy = ferry_testkit::faults::Proxy::start(upstream, |_| {
         Some(ferry_testkit::faults::Fault::StallAfter(MIB as u64))
     });
