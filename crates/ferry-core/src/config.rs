@@ -440,12 +440,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = num.parse().map_err(|_| {
         "expected a number with an optional unit: ms, s, m, h or d (e.g. 60s)".to_string()
     })?;
+    let secs = |per_unit: u64| {
+        n.checked_mul(per_unit)
+            .map(Duration::from_secs)
+            .ok_or_else(|| "too long; give at most a few days (e.g. 7d)".to_string())
+    };
     match unit.trim() {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 86_400)),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
         other => Err(format!("unknown unit `{other}`; use ms, s, m, h or d")),
     }
 }
@@ -699,5 +704,19 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
+    }
+
+    /// Found while writing the `config` fuzz target: a large count with a unit overflowed the
+    /// multiplication (a panic in debug builds, a wrong timeout in release ones).
+    #[test]
+    fn durations_too_long_for_their_unit_are_refused() {
+        for text in ["213503982334602d", "307445734561825861m", "5124095576030432h"] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("too long"), "{text}: {err}");
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615").unwrap(),
+            Duration::from_secs(u64::MAX)
+        );
     }
 }

@@ -34,21 +34,7 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
                     i += 1;
                 }
             }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let mut depth = 1;
-                i += 2;
-                while i < bytes.len() && depth > 0 {
-                    if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = block_comment_end(bytes, i),
             b'$' => {
                 // $tag$ ... $tag$ where tag is empty or an identifier not starting with a digit.
                 let tag_end = script[i + 1..]
@@ -80,9 +66,28 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// The index just past the (nested) `/* */` comment that starts at `i`, or the end of `bytes`
+/// when it is never closed.
+fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
+    let mut depth = 1;
+    i += 2;
+    while i < bytes.len() && depth > 0 {
+        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    i.min(bytes.len())
+}
+
 fn push(out: &mut Vec<(usize, String)>, script: &str, start: usize, end: usize) {
     let piece = &script[start..end];
-    if is_blank(piece) {
+    if only_comments(piece) {
         return;
     }
     let lead = piece.len() - piece.trim_start().len();
@@ -90,24 +95,25 @@ fn push(out: &mut Vec<(usize, String)>, script: &str, start: usize, end: usize) 
     out.push((line, piece.trim().to_string()));
 }
 
-/// True when `sql` holds nothing but whitespace and comments.
+/// True when `sql` holds no statement: nothing but whitespace, comments and `;` (exactly when
+/// [`split_statements`] finds nothing). A down script of `;` and comments would "roll back" by
+/// doing nothing, so it counts as blank like an empty one.
 pub fn is_blank(sql: &str) -> bool {
-    let mut s = sql.trim_start();
+    split_statements(sql).is_empty()
+}
+
+/// True when a piece between separators holds nothing but whitespace and comments, read as the
+/// splitter reads them (`/* */` nests, an unclosed comment runs to the end).
+fn only_comments(piece: &str) -> bool {
+    let mut s = piece.trim_start();
     loop {
         if s.is_empty() {
             return true;
         }
         if let Some(rest) = s.strip_prefix("--") {
-            s = rest
-                .find('\n')
-                .map(|n| &rest[n..])
-                .unwrap_or("")
-                .trim_start();
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            match rest.find("*/") {
-                Some(n) => s = rest[n + 2..].trim_start(),
-                None => return true,
-            }
+            s = rest.find('\n').map_or("", |n| &rest[n..]).trim_start();
+        } else if s.starts_with("/*") {
+            s = s[block_comment_end(s.as_bytes(), 0)..].trim_start();
         } else {
             return false;
         }
@@ -158,5 +164,20 @@ mod tests {
     fn blankness() {
         assert!(is_blank("  -- nothing\n/* here */\n"));
         assert!(!is_blank("-- c\nDROP TABLE x;"));
+    }
+
+    /// Found by fuzzing (fuzz/README.md): `is_blank` said a script of separators and comments
+    /// held something, though the splitter finds no statement in it, so such a down script
+    /// counted as reversible; and it did not nest comments as the splitter does.
+    #[test]
+    fn blank_exactly_when_there_is_no_statement() {
+        for blank in [";", "-- only a comment\n;\n;  ;", " ; /* x; */ ;", "/* a /* b */ c */", "/* open"] {
+            assert!(split_statements(blank).is_empty(), "{blank:?}");
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for not_blank in ["; SELECT 1", "/* a /* b */ */ x", "-- c\nx;"] {
+            assert!(!split_statements(not_blank).is_empty(), "{not_blank:?}");
+            assert!(!is_blank(not_blank), "{not_blank:?}");
+        }
     }
 }
