@@ -2,5 +2,6 @@
 //! `bin/ferry.rs`) against real databases and S3-compatible servers, from `ferry-testkit`.
 
 pub use ferry_testkit::db::*;
+pub use ferry_testkit::faults;
 pub use ferry_testkit::registry;
 pub use ferry_testkit::s3;

@@ -14,6 +14,7 @@ mod concurrency;
 mod ddl_lock;
 mod engines;
 mod passwords;
+mod network;
 mod promote;
 mod promote_oci;
 mod snapshots;

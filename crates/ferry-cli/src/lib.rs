@@ -12,6 +12,7 @@ use ferry_migrate::MigrateError;
 
 mod backup;
 mod compat;
+mod env;
 mod migrate;
 pub mod opt;
 mod output;
@@ -197,7 +198,10 @@ fn error_chain(err: &CliError) -> String {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = env::Environment::get()
+        .log_filter()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -231,19 +235,19 @@ pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
         ddl_lock_retries: global.ddl_lock_retries,
         store: global.store.clone(),
     };
-    Ok(ferry_core::config::resolve(&over, &|k| {
-        std::env::var(k).ok()
-    })?)
+    Ok(ferry_core::config::resolve(&over, &env::config_lookup)?)
 }
 
-/// How to reach stores: `AWS_ENDPOINT_URL` (environment) beats `[store] endpoint` (file).
+/// How to reach stores: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (environment) beats
+/// `[store] endpoint` (file).
 pub(crate) fn store_options(settings: &Settings) -> ferry_store::StoreOptions {
     ferry_store::StoreOptions {
-        endpoint: std::env::var("AWS_ENDPOINT_URL")
-            .ok()
+        endpoint: env::Environment::get()
+            .s3_endpoint()
             .or_else(|| settings.store_endpoint.clone()),
         region: settings.store_region.clone(),
         part_size: None,
+        network: settings.network,
     }
 }
 

@@ -81,7 +81,7 @@ fn migrator(settings: &Settings, cmd: &MigrateCommand) -> Result<Migrator, CliEr
         migrations,
         MigrateOptions {
             lock_timeout: settings.lock_timeout,
-            applied_by: ferry_core::actor::actor(&|k| std::env::var(k).ok()),
+            applied_by: crate::env::Environment::get().actor(),
             allow_out_of_order,
         },
     )

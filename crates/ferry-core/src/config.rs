@@ -58,6 +58,57 @@ pub struct StoreSection {
     pub url: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// How long to wait for a TCP (and TLS) connection to an S3 endpoint or a registry, e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// How long to wait for an answer (the first byte of a response, and then each read of
+    /// its body) before the attempt counts as failed, e.g. "30s".
+    pub read_timeout: Option<String>,
+    /// How many times a failed request (timeout, connection error, throttling, 5xx) is tried
+    /// again before the command fails.
+    pub retries: Option<u32>,
+}
+
+/// How ferry talks to anything over the network (S3 endpoints, OCI registries): the bounds
+/// that make a server which accepts connections and never answers a failure, not a hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub connect_timeout: Duration,
+    /// Time to the first byte of an answer (which includes sending the request's body), and
+    /// the longest pause while reading a body.
+    pub read_timeout: Duration,
+    /// Tries after the first; 0 = one try.
+    pub retries: u32,
+}
+
+impl Network {
+    /// Defaults for CI: a silent server fails a command within about
+    /// `(retries + 1) * (connect_timeout + read_timeout)` plus the pauses between tries.
+    pub const DEFAULT: Network = Network {
+        connect_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
+        retries: 3,
+    };
+
+    /// The pause before try number `attempt + 1` (after `attempt` failures): 0.5 s, doubling,
+    /// at most 8 s.
+    pub fn backoff(attempt: u32) -> Duration {
+        Duration::from_millis(500)
+            .saturating_mul(1 << attempt.saturating_sub(1).min(4))
+            .min(Duration::from_secs(8))
+    }
+
+    /// The longest a request can take before its error, when every try times out.
+    pub fn worst_case(&self) -> Duration {
+        let per_try = self.connect_timeout + self.read_timeout;
+        let pauses: Duration = (1..=self.retries).map(Network::backoff).sum();
+        per_try * (self.retries + 1) + pauses
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::DEFAULT
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -119,6 +170,8 @@ pub struct Settings {
     pub store_url: Option<String>,
     pub store_endpoint: Option<String>,
     pub store_region: Option<String>,
+    /// Timeouts and retries for S3 endpoints and registries (`[store]`).
+    pub network: Network,
     /// The parsed file (empty when there is none), for commands that need more of it.
     pub file: ConfigFile,
 }
@@ -242,6 +295,7 @@ pub fn resolve(
         .ddl_lock_retries
         .or(file.migrations.ddl_lock_retries)
         .unwrap_or(DEFAULT_DDL_LOCK_RETRIES);
+    let network = network(&file.store)?;
 
     Ok(Settings {
         config_path,
@@ -254,7 +308,51 @@ pub fn resolve(
         store_url: over.store.clone().or_else(|| file.store.url.clone()),
         store_endpoint: file.store.endpoint.clone(),
         store_region: file.store.region.clone(),
+        network,
         file,
+    })
+}
+
+/// `[store] connect_timeout`, `read_timeout` and `retries` over [`Network::DEFAULT`].
+fn network(store: &StoreSection) -> Result<Network, CoreError> {
+    let timeout = |key: &str, value: &Option<String>, default: Duration| {
+        match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => Err(CoreError::BadValue {
+                what: format!("[store] {key}"),
+                value: text.clone(),
+                reason: "a timeout of 0 would wait forever on a silent server; give a duration such as 30s".into(),
+            }),
+            Ok(d) => Ok(d),
+            Err(reason) => Err(CoreError::BadValue {
+                what: format!("[store] {key}"),
+                value: text.clone(),
+                reason,
+            }),
+        },
+    }
+    };
+    let retries = store.retries.unwrap_or(Network::DEFAULT.retries);
+    if retries > 20 {
+        return Err(CoreError::BadValue {
+            what: "[store] retries".into(),
+            value: retries.to_string(),
+            reason: "at most 20".into(),
+        });
+    }
+    Ok(Network {
+        connect_timeout: timeout(
+            "connect_timeout",
+            &store.connect_timeout,
+            Network::DEFAULT.connect_timeout,
+        )?,
+        read_timeout: timeout(
+            "read_timeout",
+            &store.read_timeout,
+            Network::DEFAULT.read_timeout,
+        )?,
+        retries,
     })
 }
 
@@ -629,6 +727,51 @@ mod tests {
         assert_eq!(
             s.database_url.unwrap().expose(),
             format!("sqlite://{}", dir.path().join(".ferry/dev.db").display())
+        );
+    }
+
+    #[test]
+    fn network_settings_come_from_the_store_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let over = |cfg: PathBuf| Overrides {
+            config: Some(cfg),
+            ..Default::default()
+        };
+        let cfg = write(dir.path(), "[store]\nurl = \"s3://b/p\"\n");
+        assert_eq!(
+            resolve(&over(cfg), &|_| None).unwrap().network,
+            Network::DEFAULT
+        );
+        let cfg = write(
+            dir.path(),
+            "[store]\nconnect_timeout = \"2s\"\nread_timeout = \"1500ms\"\nretries = 0\n",
+        );
+        let n = resolve(&over(cfg), &|_| None).unwrap().network;
+        assert_eq!(
+            n,
+            Network {
+                connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_millis(1500),
+                retries: 0
+            }
+        );
+        assert_eq!(n.worst_case(), Duration::from_millis(3500));
+        for (text, named) in [
+            ("read_timeout = \"0s\"", "read_timeout"),
+            ("connect_timeout = \"soon\"", "connect_timeout"),
+            ("retries = 99", "retries"),
+        ] {
+            let cfg = write(dir.path(), &format!("[store]\n{text}\n"));
+            let err = resolve(&over(cfg), &|_| None).unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
+        assert_eq!(Network::backoff(1), Duration::from_millis(500));
+        assert_eq!(Network::backoff(2), Duration::from_secs(1));
+        assert_eq!(Network::backoff(10), Duration::from_secs(8));
+        // 4 tries of 40 s, and 0.5 + 1 + 2 s between them.
+        assert_eq!(
+            Network::DEFAULT.worst_case(),
+            Duration::from_millis(163_500)
         );
     }
 

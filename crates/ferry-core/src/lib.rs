@@ -12,6 +12,7 @@
 
 pub mod actor;
 pub mod config;
+pub mod env;
 pub mod error;
 pub mod scratch;
 pub mod url;

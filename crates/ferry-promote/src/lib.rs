@@ -85,7 +85,7 @@ pub use error::{PromoteError, Result};
 pub use freeze::FreezeWindow;
 pub use history::{Action, Release, Status};
 pub use location::{
-    ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, StoreLocation, copy_verified,
+    ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, LocationUrl, StoreLocation, copy_verified,
     open_location, verify_at,
 };
 pub use oci::{Credentials, ImageRef, MANIFEST_TYPES, OciLocation, OciUrl, RegistryOptions};
@@ -366,12 +366,10 @@ pub struct Promoter {
     central: Arc<dyn ObjectStore>,
     central_loc: Arc<dyn ArtifactLocation>,
     envs: BTreeMap<String, EnvSpec>,
+    /// Each environment's `artifacts`, parsed once.
+    locations: BTreeMap<String, LocationUrl>,
     options: StoreOptions,
     registry: RegistryOptions,
-}
-
-fn is_oci(url: Option<&str>) -> bool {
-    url.is_some_and(|u| u.starts_with("oci://"))
 }
 
 impl Promoter {
@@ -384,21 +382,24 @@ impl Promoter {
     ) -> Result<Self> {
         let envs: BTreeMap<String, EnvSpec> =
             envs.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let central_url = central.url();
+        let mut locations = BTreeMap::new();
         for env in envs.values() {
             digest::check_name(&env.name).map_err(|reason| PromoteError::BadEnvConfig {
                 env: env.name.clone(),
                 reason,
             })?;
-            if let Some(url) = env.artifacts.as_deref().filter(|u| is_oci(Some(u)))
-                && !url.contains("${")
-            {
-                OciUrl::parse(url)?;
-            }
+            locations.insert(
+                env.name.clone(),
+                LocationUrl::parse(env.artifacts.as_deref(), &central_url)?,
+            );
+        }
+        for env in envs.values() {
             // A registry copies only from a registry, a store only from a store.
             if let Some(req) = env.requires.as_ref().and_then(|r| envs.get(r)) {
                 let (mine, theirs) = (
-                    is_oci(env.artifacts.as_deref()),
-                    is_oci(req.artifacts.as_deref()),
+                    locations[&env.name].is_registry(),
+                    locations[&req.name].is_registry(),
                 );
                 if mine != theirs {
                     let kind = |oci| if oci { "an OCI registry" } else { "a store" };
@@ -437,6 +438,7 @@ impl Promoter {
             central_loc: Arc::new(StoreLocation::new(central.clone())),
             central,
             envs,
+            locations,
             options,
             registry: RegistryOptions::default(),
         })
@@ -479,23 +481,23 @@ impl Promoter {
 
     /// The location of an environment's artifacts.
     pub async fn location(&self, env: &str) -> Result<Arc<dyn ArtifactLocation>> {
-        match &self.env(env)?.artifacts {
-            None => Ok(self.central_loc.clone()),
-            Some(url) if url.trim_end_matches('/') == self.central.url() => {
-                Ok(self.central_loc.clone())
-            }
+        let name = &self.env(env)?.name;
+        match &self.locations[name] {
+            LocationUrl::Central => Ok(self.central_loc.clone()),
             // `ferry.toml` expands `${VAR}` only in the selected environment; a location of
             // another one may still hold the reference, which is no place to copy to.
-            Some(url) if url.contains("${") => Err(PromoteError::BadEnvConfig {
+            LocationUrl::Unexpanded { url, .. } => Err(PromoteError::BadEnvConfig {
                 env: env.to_string(),
                 reason: format!(
                     "artifacts = \"{url}\" still contains a variable reference; load the configuration with this environment's variables expanded"
                 ),
             }),
-            Some(url) if url.starts_with("oci://") => {
-                Ok(Arc::new(OciLocation::open(url, Some(env), &self.registry)?))
-            }
-            Some(url) => open_location(url, &self.options).await,
+            LocationUrl::Registry(url) => Ok(Arc::new(OciLocation::open_parsed(
+                url.clone(),
+                Some(env),
+                &self.registry,
+            )?)),
+            LocationUrl::Store(url) => open_location(url, &self.options).await,
         }
     }
 

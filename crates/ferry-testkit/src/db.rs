@@ -244,24 +244,21 @@ pub fn ferry_bin() -> PathBuf {
     bin
 }
 
-/// A `ferry` command running in `dir`, with a clean environment for ferry's own variables.
+/// A `ferry` command running in `dir`, with every variable that changes what ferry does
+/// cleared ([`scrubbed`]); a test sets the ones it wants after this.
 pub fn ferry(dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(ferry_bin());
     cmd.current_dir(dir);
-    for var in [
-        "DATABASE_URL",
-        "FERRY_CONFIG",
-        "FERRY_ENV",
-        "FERRY_MIGRATIONS",
-        "FERRY_OUTPUT",
-        "FERRY_LOCK_TIMEOUT",
-        "FERRY_DDL_LOCK_TIMEOUT",
-        "FERRY_DDL_LOCK_RETRIES",
-        "RUST_LOG",
-    ] {
+    for var in scrubbed() {
         cmd.env_remove(var);
     }
     cmd
+}
+
+/// The variables a test's `ferry` runs without: the settings of `ferry_core::env::VARS`, the
+/// one list of what ferry reads, so a developer's shell cannot change a test.
+pub fn scrubbed() -> impl Iterator<Item = &'static str> {
+    ferry_core::env::settings()
 }
 
 /// The outcome of one ferry run.
