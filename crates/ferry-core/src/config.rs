@@ -64,6 +64,9 @@ pub struct EnvSection {
     /// Absent: no freeze, except for an environment named `production` or `prod`, which
     /// defaults to no deploys on Friday, Saturday and Sunday (UTC). `freeze = []` means never.
     pub freeze: Option<Vec<FreezeWindow>>,
+    /// Hosts, deploy command, batches, load balancer, timeouts, smoke checks (`ferry rollout`).
+    #[serde(flatten)]
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// One freeze window, e.g. `{ days = ["fri"], from = "18:00", to = "06:00", tz = "Europe/Berlin" }`.

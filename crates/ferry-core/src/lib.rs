@@ -12,6 +12,7 @@
 pub mod actor;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod url;
 
 pub use config::{ConfigFile, Overrides, Settings};
