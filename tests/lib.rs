@@ -4,3 +4,5 @@
 pub use ferry_testkit::db::*;
 pub use ferry_testkit::registry;
 pub use ferry_testkit::s3;
+
+pub mod hosts;

@@ -30,6 +30,7 @@ mod backup_s3;
 mod cli;
 mod compat;
 mod concurrency;
+mod deploy;
 mod engines;
 mod promote;
 mod promote_oci;

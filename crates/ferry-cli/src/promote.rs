@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use ferry_core::{CoreError, Settings};
 use ferry_promote::{
     GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, RegistryOptions, Release,
-    Releases, RollbackRequest,
+    Releases,
 };
 
 use crate::opt::{ArtifactCommand, Command, GlobalOpts};
@@ -96,21 +96,11 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
             let releases = promoter.releases(&env).await?;
             printer.emit(&releases, releases_text);
         }
-        Command::Rollback { to, reason } => {
-            let env = require_env(&settings)?;
-            let to = to.map(|t| t.parse()).transpose()?;
-            let report = promoter
-                .rollback(RollbackRequest {
-                    env,
-                    to,
-                    reason,
-                    actor,
-                    now,
-                })
-                .await?;
-            printer.emit(&report, |r| report_text("rolled back", r));
-        }
-        Command::Migrate(_) | Command::Backup(_) | Command::Compat(_) => {
+        Command::Migrate(_)
+        | Command::Backup(_)
+        | Command::Compat(_)
+        | Command::Rollback { .. }
+        | Command::Deploy(_) => {
             unreachable!("dispatched elsewhere")
         }
     }
@@ -118,7 +108,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
 }
 
 /// `FERRY_NOW` (RFC 3339) pins the clock, so freeze windows can be tested; else the real time.
-fn now() -> Result<DateTime<Utc>, CliError> {
+pub(crate) fn now() -> Result<DateTime<Utc>, CliError> {
     match std::env::var("FERRY_NOW") {
         Ok(text) if !text.is_empty() => DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
@@ -133,7 +123,7 @@ fn now() -> Result<DateTime<Utc>, CliError> {
     }
 }
 
-fn require_env(settings: &Settings) -> Result<String, CliError> {
+pub(crate) fn require_env(settings: &Settings) -> Result<String, CliError> {
     settings.env.clone().ok_or_else(|| {
         CliError::Core(CoreError::BadValue {
             what: "--env".into(),
@@ -145,7 +135,7 @@ fn require_env(settings: &Settings) -> Result<String, CliError> {
     })
 }
 
-fn report_text(done: &str, r: &PromoteReport) -> String {
+pub(crate) fn report_text(done: &str, r: &PromoteReport) -> String {
     if !r.changed {
         return format!(
             "{}@{} is already live in {} (release {}); nothing recorded",

@@ -11,6 +11,7 @@
 
 pub mod actor;
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod fleet;
 pub mod url;

@@ -50,6 +50,15 @@ pub(crate) struct Record {
     pub actor: String,
     pub at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// Added by `ferry deploy` (absent from older records and plain promotions): the highest
+    /// applied migration the release runs against, the backup taken before its migrations,
+    /// and its deployment record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
 }
 
 /// One release as reported: the JSON keys are the `ferry releases` contract.
@@ -68,6 +77,15 @@ pub struct Release {
     /// the `releases` JSON, which the issue fixes.
     #[serde(skip)]
     pub replaced: Option<Digest>,
+    /// The schema version recorded with the release by `ferry deploy` (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    /// The backup taken before the release's migrations (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The deployment record that made it live (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
 }
 
 pub(crate) fn record_key(env: &str, seq: u64) -> String {
@@ -150,6 +168,9 @@ impl History {
                 at: r.at,
                 reason: r.reason,
                 replaced: r.previous,
+                schema_version: r.schema_version,
+                backup_id: r.backup_id,
+                deploy: r.deploy,
             })
             .collect();
         History { releases }
@@ -228,6 +249,9 @@ mod tests {
             actor: "t".into(),
             at: Utc::now(),
             reason: None,
+            schema_version: None,
+            backup_id: None,
+            deploy: None,
         }
     }
 

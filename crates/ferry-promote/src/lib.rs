@@ -200,6 +200,18 @@ impl FromStr for RollbackTarget {
     }
 }
 
+/// What a deployment records with a release (all optional: a plain `ferry promote` records
+/// none of it).
+#[derive(Debug, Clone, Default)]
+pub struct DeployInfo {
+    /// The highest applied migration the release runs against.
+    pub schema_version: Option<i64>,
+    /// The backup taken before the release's migrations.
+    pub backup_id: Option<String>,
+    /// The sequence number of the deployment record (`ferry deploy status`).
+    pub deploy: Option<u64>,
+}
+
 /// A promotion or rollback that passed its checks and whose artifact is in place, waiting
 /// to be recorded.
 pub struct Plan {
@@ -252,6 +264,25 @@ impl Plan {
         self.record.digest
     }
 
+    /// The release's name and version, as they will be recorded.
+    pub fn artifact(&self) -> Artifact {
+        Artifact {
+            name: self.record.name.clone(),
+            version: self.record.version.clone(),
+            digest: self.record.digest,
+        }
+    }
+
+    /// Records, with the release, the schema version it runs against, the backup taken
+    /// before its migrations and the deployment that made it live (`ferry deploy`, which
+    /// `ferry rollback` reads to bring the schema back with the artifact).
+    pub fn with_deploy(mut self, info: DeployInfo) -> Self {
+        self.record.schema_version = info.schema_version;
+        self.record.backup_id = info.backup_id;
+        self.record.deploy = info.deploy;
+        self
+    }
+
     /// Records the release, if its sequence number is still free; else
     /// [`PromoteError::Conflict`], and nothing is recorded.
     pub async fn commit(self) -> Result<PromoteReport> {
@@ -284,6 +315,9 @@ impl Plan {
                 at: r.at,
                 reason: r.reason,
                 replaced: r.previous,
+                schema_version: r.schema_version,
+                backup_id: r.backup_id,
+                deploy: r.deploy,
             },
             previous: r.previous,
             changed: true,
@@ -714,6 +748,9 @@ impl Promoter {
                 actor: req.actor,
                 at: req.now,
                 reason,
+                schema_version: None,
+                backup_id: None,
+                deploy: None,
             },
             location: location.url(),
             retry: Self::retry_command(location.as_ref(), &env.name, &digest),
@@ -849,6 +886,10 @@ impl Promoter {
                     .reason
                     .map(|r| r.trim().to_string())
                     .filter(|r| !r.is_empty()),
+                // The schema a rollback brings back is the target's.
+                schema_version: target.schema_version,
+                backup_id: None,
+                deploy: None,
             },
             location: location.url(),
             retry: Self::retry_command(location.as_ref(), &env.name, &target.digest),
