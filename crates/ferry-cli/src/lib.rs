@@ -16,6 +16,7 @@ mod migrate;
 pub mod opt;
 mod output;
 mod promote;
+mod rollout;
 
 use opt::{Cli, Command, GlobalOpts};
 use output::Printer;
@@ -45,6 +46,8 @@ pub enum CliError {
     Promote(#[from] ferry_promote::PromoteError),
     #[error(transparent)]
     Compat(#[from] ferry_compat::CompatError),
+    #[error(transparent)]
+    Rollout(#[from] ferry_rollout::RolloutError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A destructive step was not confirmed at the terminal.
@@ -117,6 +120,16 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
             }
         }
         CliError::Migrate(e) => migrate_code(e),
+        CliError::Rollout(e) => {
+            use ferry_rollout::RolloutError as R;
+            match e {
+                R::Config(_) | R::NoDeployCommand { .. } | R::UnknownHost { .. } => {
+                    (exit::INVALID, "invalid_config")
+                }
+                R::LoadBalancer { .. } => (exit::FAILED, "load_balancer"),
+                R::Http(_) => (exit::FAILED, "io"),
+            }
+        }
         CliError::Compat(e) => match e {
             ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
             ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
@@ -124,6 +137,19 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
             ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
             ferry_compat::CompatError::Migrate(e) => migrate_code(e),
         },
+    }
+}
+
+/// The exit code of a rollout that ran to its end (README): 0 when every host that was not
+/// skipped runs the release and is in traffic (and for a dry run); 3 when a gate refused it;
+/// 1 when it halted, failed, or left a host stopped.
+pub fn rollout_exit(report: &ferry_rollout::RolloutReport) -> u8 {
+    use ferry_rollout::RolloutStatus as S;
+    match report.status {
+        _ if report.dry_run && report.status == S::Succeeded => exit::OK,
+        S::Refused => exit::REFUSED,
+        _ if report.all_live() => exit::OK,
+        _ => exit::FAILED,
     }
 }
 
@@ -214,6 +240,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
         | Command::Promote { .. }
         | Command::Releases
         | Command::Rollback { .. }) => promote::run(cmd, &cli.global, printer).await,
+        cmd @ (Command::Rollout { .. } | Command::Smoke) => {
+            rollout::run(cmd, &cli.global, printer).await
+        }
     }
 }
 

@@ -110,7 +110,11 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
                 .await?;
             printer.emit(&report, |r| report_text("rolled back", r));
         }
-        Command::Migrate(_) | Command::Backup(_) | Command::Compat(_) => {
+        Command::Migrate(_)
+        | Command::Backup(_)
+        | Command::Compat(_)
+        | Command::Rollout { .. }
+        | Command::Smoke => {
             unreachable!("dispatched elsewhere")
         }
     }
@@ -118,7 +122,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
 }
 
 /// `FERRY_NOW` (RFC 3339) pins the clock, so freeze windows can be tested; else the real time.
-fn now() -> Result<DateTime<Utc>, CliError> {
+pub(crate) fn now() -> Result<DateTime<Utc>, CliError> {
     match std::env::var("FERRY_NOW") {
         Ok(text) if !text.is_empty() => DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
@@ -133,7 +137,7 @@ fn now() -> Result<DateTime<Utc>, CliError> {
     }
 }
 
-fn require_env(settings: &Settings) -> Result<String, CliError> {
+pub(crate) fn require_env(settings: &Settings) -> Result<String, CliError> {
     settings.env.clone().ok_or_else(|| {
         CliError::Core(CoreError::BadValue {
             what: "--env".into(),
@@ -213,5 +217,6 @@ fn releases_text(r: &Releases) -> String {
         ],
         &rows,
     ));
+    crate::rollout::rollouts_text(r, &mut s);
     s
 }
