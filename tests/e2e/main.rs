@@ -33,4 +33,5 @@ mod concurrency;
 mod engines;
 mod promote;
 mod promote_oci;
+mod rollout;
 mod snapshots;
