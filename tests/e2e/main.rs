@@ -34,4 +34,5 @@ mod deploy;
 mod engines;
 mod promote;
 mod promote_oci;
+mod rollout;
 mod snapshots;

@@ -17,6 +17,7 @@ mod migrate;
 pub mod opt;
 mod output;
 mod promote;
+mod rollout;
 
 use opt::{Cli, Command, GlobalOpts};
 use output::Printer;
@@ -46,6 +47,8 @@ pub enum CliError {
     Promote(#[from] ferry_promote::PromoteError),
     #[error(transparent)]
     Compat(#[from] ferry_compat::CompatError),
+    #[error(transparent)]
+    Rollout(#[from] ferry_rollout::RolloutError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A destructive step was not confirmed at the terminal.
@@ -103,6 +106,16 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
                 D::Migrate(e) => migrate_code(e),
                 D::Backup(e) => backup_code(e),
                 D::Compat(e) => compat_code(e),
+            }
+        }
+        CliError::Rollout(e) => {
+            use ferry_rollout::RolloutError as R;
+            match e {
+                R::Config(_) | R::NoDeployCommand { .. } | R::UnknownHost { .. } => {
+                    (exit::INVALID, "invalid_config")
+                }
+                R::LoadBalancer { .. } => (exit::FAILED, "load_balancer"),
+                R::Http(_) => (exit::FAILED, "io"),
             }
         }
         CliError::Compat(e) => compat_code(e),
@@ -166,6 +179,19 @@ fn compat_code(e: &ferry_compat::CompatError) -> (u8, &'static str) {
     ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
     ferry_compat::CompatError::Migrate(e) => migrate_code(e),
 }
+}
+
+/// The exit code of a rollout that ran to its end (README): 0 when every host that was not
+/// skipped runs the release and is in traffic (and for a dry run); 3 when a gate refused it;
+/// 1 when it halted, failed, or left a host stopped.
+pub fn rollout_exit(report: &ferry_rollout::RolloutReport) -> u8 {
+    use ferry_rollout::RolloutStatus as S;
+    match report.status {
+        _ if report.dry_run && report.status == S::Succeeded => exit::OK,
+        S::Refused => exit::REFUSED,
+        _ if report.all_live() => exit::OK,
+        _ => exit::FAILED,
+    }
 }
 
 fn migrate_code(e: &MigrateError) -> (u8, &'static str) {
@@ -256,6 +282,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
         Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
         Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
         Command::Compat(cmd) => compat::run(cmd, &cli.global, printer).await,
+        cmd @ (Command::Rollout { .. } | Command::Smoke) => {
+            rollout::run(cmd, &cli.global, printer).await
+        }
         cmd @ (Command::Artifact(_) | Command::Promote { .. } | Command::Releases) => {
             promote::run(cmd, &cli.global, printer).await
         }

@@ -100,7 +100,9 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
         | Command::Backup(_)
         | Command::Compat(_)
         | Command::Rollback { .. }
-        | Command::Deploy(_) => {
+        | Command::Deploy(_)
+        | Command::Rollout { .. }
+        | Command::Smoke => {
             unreachable!("dispatched elsewhere")
         }
     }
@@ -203,5 +205,6 @@ fn releases_text(r: &Releases) -> String {
         ],
         &rows,
     ));
+    crate::rollout::rollouts_text(r, &mut s);
     s
 }
