@@ -6,5 +6,3 @@ pub use ferry_testkit::fleet;
 pub use ferry_testkit::haproxy;
 pub use ferry_testkit::registry;
 pub use ferry_testkit::s3;
-
-pub mod hosts;

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ferry_e2e::fleet::Fleet;
 use ferry_e2e::{Kind, Outcome, TestDb};
 use serde_json::Value;
 
@@ -36,7 +37,7 @@ const M1: (&str, &str) = (
 /// One test's world: a database, a store, hosts, a ferry.toml.
 struct World {
     db: TestDb,
-    hosts: Option<ferry_e2e::hosts::Hosts>,
+    hosts: Option<Fleet>,
     extra: String,
 }
 
@@ -53,11 +54,17 @@ impl World {
              [env.dev]\ndatabase_url = \"{1}\"\nartifacts = \"file://{0}/envs/dev\"\n{2}\n{3}\n",
             p.display(),
             self.db.url,
-            self.hosts.as_ref().map(|h| h.env_keys()).unwrap_or_default(),
+            self.hosts
+                .as_ref()
+                .map(|h| format!(
+                    "deploy_command = \"{}\"\nsettle_seconds = 0\nhealth_timeout_seconds = 2\n",
+                    h.deploy_command()
+                ))
+                .unwrap_or_default(),
             self.extra
         );
         if let Some(h) = &self.hosts {
-            t.push_str(&h.toml("dev"));
+            t.push_str(&h.hosts_toml("dev"));
         }
         std::fs::write(p.join("ferry.toml"), t).unwrap();
     }
@@ -111,8 +118,12 @@ fn ferry_at(dir: &Path, args: &[&str]) -> Outcome {
     }
 }
 
-async fn world(db: TestDb, hosts: usize, extra: &str) -> World {
-    let hosts = (hosts > 0).then(|| ferry_e2e::hosts::Hosts::start(db.path(), hosts));
+/// `None` (after a loud SKIPPED) when the fleet's python3 is missing outside CI.
+async fn world(db: TestDb, hosts: usize, extra: &str) -> Option<World> {
+    let hosts = match hosts {
+        0 => None,
+        n => Some(Fleet::start(n, "0.0.0")?),
+    };
     let w = World {
         db,
         hosts,
@@ -120,7 +131,14 @@ async fn world(db: TestDb, hosts: usize, extra: &str) -> World {
     };
     w.migration(20240101000001, "create_items", M1.0, M1.1);
     w.write_config();
-    w
+    Some(w)
+}
+
+/// Every host runs `version`.
+fn assert_all_on(fleet: &Fleet, version: &str) {
+    for h in fleet.hosts() {
+        assert_eq!(fleet.version(&h.name), version, "host {}", h.name);
+    }
 }
 
 /// Release 1 live with its migration and a row of data.
@@ -131,7 +149,7 @@ async fn first_release(w: &World) -> String {
     w.db.exec("INSERT INTO items (id, name) VALUES (1, 'first'), (2, 'second')")
         .await;
     if let Some(h) = &w.hosts {
-        h.assert_all_on(V1);
+        assert_all_on(h, V1);
     }
     v1
 }
@@ -176,8 +194,6 @@ async fn snapshot(db: &TestDb) -> String {
     ] {
         let q = if db.kind == Kind::MySql {
             q.replace("CAST(id AS CHAR(20)) || ':' || name", "CONCAT(id, ':', name)")
-        } else if db.kind == Kind::Postgres {
-            q.replace("AS CHAR(20)", "AS TEXT")
         } else {
             q.replace("AS CHAR(20)", "AS TEXT")
         };
@@ -217,7 +233,7 @@ fn rollback_step<'a>(d: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
-    let w = world(db, 2, "").await;
+    let Some(w) = world(db, 2, "").await else { return };
     let v1 = w.push(V1);
     // A dry run changes nothing and says what would happen.
     let plan = w
@@ -271,7 +287,7 @@ async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
     }
     assert!(w.db.has_table("items").await);
     assert_eq!(w.live_version(), V1);
-    w.hosts.as_ref().unwrap().assert_all_on(V1);
+    assert_all_on(w.hosts.as_ref().unwrap(), V1);
     // The release records the schema it runs against and the backup.
     let rel = w.ferry(&["releases", "--env", "dev"]).expect_code(0).json();
     assert_eq!(rel["live"]["schema_version"], 20240101000001i64);
@@ -282,7 +298,7 @@ async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
     let d2 = w.deploy(&v2).expect_code(0).json();
     assert!(d2["backup_id"].is_null(), "{d2}");
     assert_eq!(step(&d2, "backup")["status"], "skipped");
-    w.hosts.as_ref().unwrap().assert_all_on(V2);
+    assert_all_on(w.hosts.as_ref().unwrap(), V2);
 
     let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
     assert_eq!(st["live"]["version"], V2);
@@ -293,7 +309,7 @@ async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
 }
 
 async fn a_breaking_migration_is_refused_and_the_schema_is_unchanged(db: TestDb) {
-    let w = world(db, 0, "").await;
+    let Some(w) = world(db, 0, "").await else { return };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -318,7 +334,7 @@ async fn a_breaking_migration_is_refused_and_the_schema_is_unchanged(db: TestDb)
 }
 
 async fn an_unhealthy_host_rolls_everything_back(db: TestDb) {
-    let w = world(db, 2, "").await;
+    let Some(w) = world(db, 2, "").await else { return };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -329,7 +345,9 @@ async fn an_unhealthy_host_rolls_everything_back(db: TestDb) {
     );
     let hosts = w.hosts.as_ref().unwrap();
     // Release 2 makes the hosts that run it unhealthy.
-    hosts.unhealthy_on(V2);
+    for h in hosts.hosts() {
+        hosts.break_on_deploy(&h.name, V2);
+    }
     let v2 = w.push(V2);
     let d = w.deploy(&v2).expect_code(1).json();
     assert_eq!(d["status"], "rolled_back", "{d}");
@@ -338,7 +356,7 @@ async fn an_unhealthy_host_rolls_everything_back(db: TestDb) {
     for s in ["rollout", "promote", "migrate"] {
         assert_eq!(rollback_step(&d, s)["status"], "succeeded", "{s}: {d}");
     }
-    hosts.assert_all_on(V1);
+    assert_all_on(hosts, V1);
     assert_eq!(w.live_version(), V1);
     assert_eq!(snapshot(&w.db).await, before);
     let rel = w.ferry(&["releases", "--env", "dev"]).expect_code(0).json();
@@ -352,12 +370,11 @@ async fn an_unhealthy_host_rolls_everything_back(db: TestDb) {
 }
 
 async fn a_failing_smoke_check_rolls_everything_back(db: TestDb) {
-    let w = world(
+    let Some(w) = world(
         db,
         1,
         "[[env.dev.smoke]]\nname = \"no-poison\"\nsql = \"SELECT COUNT(*) FROM items WHERE name = 'poison'\"\nexpect = \"0\"\n",
-    )
-    .await;
+    ).await else { return };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -372,7 +389,7 @@ async fn a_failing_smoke_check_rolls_everything_back(db: TestDb) {
     assert_eq!(step(&d, "smoke")["status"], "failed");
     assert!(step(&d, "smoke")["detail"].as_str().unwrap().contains("no-poison"));
     assert_eq!(rollback_step(&d, "migrate")["status"], "succeeded");
-    w.hosts.as_ref().unwrap().assert_all_on(V1);
+    assert_all_on(w.hosts.as_ref().unwrap(), V1);
     assert_eq!(w.live_version(), V1);
     assert_eq!(snapshot(&w.db).await, before);
 }
@@ -386,7 +403,8 @@ async fn irreversible_world(db: TestDb, restore: bool) -> (World, String) {
             "restore_on_failure = {restore}\n[[env.dev.smoke]]\nname = \"no-audit\"\nsql = \"SELECT COUNT(*) FROM items WHERE name = 'audit'\"\nexpect = \"0\"\n"
         ),
     )
-    .await;
+    .await
+    .expect("a world without hosts needs no python3");
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -476,7 +494,7 @@ fn spawn_deploy(dir: &Path, reference: &str, actor: &str) -> std::process::Child
 
 async fn a_second_deploy_is_refused_naming_the_holder(db: TestDb) {
     let dir: PathBuf = db.path().to_path_buf();
-    let w = world(db, 0, &gated_hook(&dir)).await;
+    let Some(w) = world(db, 0, &gated_hook(&dir)).await else { return };
     std::fs::write(dir.join("go"), "").unwrap();
     first_release(&w).await;
     std::fs::remove_file(dir.join("go")).unwrap();
@@ -500,7 +518,7 @@ async fn a_second_deploy_is_refused_naming_the_holder(db: TestDb) {
 }
 
 async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
-    let w = world(db, 2, "").await;
+    let Some(w) = world(db, 2, "").await else { return };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -511,13 +529,13 @@ async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
     );
     let hosts = w.hosts.as_ref().unwrap();
     // The first host's deploy of release 2 hangs until the test lets it go.
-    hosts.block_on(V2);
+    hosts.block_deploy("h1", V2);
     let v2 = w.push(V2);
     let mut child = spawn_deploy(w.p(), &v2, "doomed-runner");
-    wait_for("the deploy to reach its rollout", || hosts.blocked());
+    wait_for("the deploy to reach its rollout", || hosts.deploy_blocked("h1"));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    hosts.unblock();
+    hosts.unblock("h1");
 
     let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
     assert_eq!(st["deploys"][0]["status"], "interrupted", "{st}");
@@ -530,7 +548,7 @@ async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
     let r = w.ferry(&["rollback", "--env", "dev"]).expect_code(0).json();
     assert_eq!(r["undid"], st["deploys"][0]["seq"], "{r}");
     assert_eq!(w.live_version(), V1);
-    hosts.assert_all_on(V1);
+    assert_all_on(hosts, V1);
     assert_eq!(snapshot(&w.db).await, before);
     let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
     assert_eq!(st["lock"]["state"], "free");
@@ -539,7 +557,7 @@ async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
 }
 
 async fn rollback_after_a_good_deploy_restores_artifact_and_schema(db: TestDb) {
-    let w = world(db, 2, "").await;
+    let Some(w) = world(db, 2, "").await else { return };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -550,7 +568,7 @@ async fn rollback_after_a_good_deploy_restores_artifact_and_schema(db: TestDb) {
     );
     let v2 = w.push(V2);
     w.deploy(&v2).expect_code(0);
-    w.hosts.as_ref().unwrap().assert_all_on(V2);
+    assert_all_on(w.hosts.as_ref().unwrap(), V2);
     assert_ne!(snapshot(&w.db).await, before);
 
     let r = w.ferry(&["rollback", "--env", "dev"]).expect_code(0).json();
@@ -561,6 +579,6 @@ async fn rollback_after_a_good_deploy_restores_artifact_and_schema(db: TestDb) {
         serde_json::json!(["20240102000001_add_price"])
     );
     assert_eq!(w.live_version(), V1);
-    w.hosts.as_ref().unwrap().assert_all_on(V1);
+    assert_all_on(w.hosts.as_ref().unwrap(), V1);
     assert_eq!(snapshot(&w.db).await, before);
 }

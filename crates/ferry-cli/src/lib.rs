@@ -101,6 +101,7 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
                 D::Config { .. } | D::Invalid(_) => (exit::INVALID, "invalid_input"),
                 D::Store { .. } | D::BadRecord { .. } => (exit::FAILED, "store"),
                 D::LostLock { .. } => (exit::FAILED, "lost_lock"),
+                D::Rollout(e) if e.is_invalid_input() => (exit::INVALID, "invalid_config"),
                 D::Rollout(_) => (exit::FAILED, "rollout"),
                 D::Promote(e) => promote_code(e),
                 D::Migrate(e) => migrate_code(e),

@@ -133,6 +133,25 @@ pub enum Command {
     /// Exit 0 when the release is live, 3 when refused before anything changed, 1 when it
     /// failed (rolled back or not)
     Deploy(DeployArgs),
+
+    /// Roll a release over an environment's hosts (--env) without downtime: promote it there
+    /// if it is not live yet, then batch by batch drain each host, run its deploy command,
+    /// check health and version, and put it back (exit 1 when it halted or failed)
+    Rollout {
+        /// NAME@sha256:<hex>, sha256:<hex>, NAME@VERSION, or an image REGISTRY/REPO@sha256:<hex>
+        #[arg(long, value_name = "REF")]
+        artifact: String,
+        /// Print the plan (gathered health, batches, commands filled in); change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Why, recorded in the history
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+
+    /// Run an environment's smoke checks (--env): HTTP GETs and read-only SQL queries, all of
+    /// them, in parallel (exit 1 when any fails)
+    Smoke,
 }
 
 #[derive(Debug, Args)]
@@ -164,25 +183,6 @@ pub enum DeployCommand {
         #[arg(long, value_name = "N", default_value_t = 10)]
         limit: usize,
     },
-
-    /// Roll a release over an environment's hosts (--env) without downtime: promote it there
-    /// if it is not live yet, then batch by batch drain each host, run its deploy command,
-    /// check health and version, and put it back (exit 1 when it halted or failed)
-    Rollout {
-        /// NAME@sha256:<hex>, sha256:<hex>, NAME@VERSION, or an image REGISTRY/REPO@sha256:<hex>
-        #[arg(long, value_name = "REF")]
-        artifact: String,
-        /// Print the plan (gathered health, batches, commands filled in); change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Why, recorded in the history
-        #[arg(long, value_name = "TEXT")]
-        reason: Option<String>,
-    },
-
-    /// Run an environment's smoke checks (--env): HTTP GETs and read-only SQL queries, all of
-    /// them, in parallel (exit 1 when any fails)
-    Smoke,
 }
 
 #[derive(Debug, Subcommand)]

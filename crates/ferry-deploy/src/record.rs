@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ferry_store::{ObjectStore, PutMode, StoreError};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{DeployError, Result};
 use crate::{Deployment, Status};
@@ -75,11 +74,6 @@ pub(crate) async fn recent(
         }
     }
     Ok(out)
-}
-
-/// The newest record, if any.
-pub(crate) async fn newest(store: &dyn ObjectStore, env: &str) -> Result<Option<Deployment>> {
-    Ok(recent(store, env, 1).await?.into_iter().next())
 }
 
 /// Writes a record for the first time under the next free sequence number, which it sets.

@@ -84,7 +84,7 @@ pub(crate) async fn rollback(
 ) -> Result<RollbackReport> {
     let mut d = new_deployment(&t.env, Kind::Rollback, "", &req.actor);
     d.reason = req.reason.clone();
-    let mut run = Run::new(dep, t, obs, d, req.now);
+    let mut run = Run::new(dep, t, obs, d);
 
     run.begin("gates").await?;
     let note = match run.lock("rollback").await? {
@@ -157,6 +157,7 @@ pub(crate) async fn rollback(
         .await;
         match result {
             Ok(report) => {
+                crate::run::record_rollout(&run, Some(goal.release.seq), &report, true).await;
                 let detail = rollout_detail(&report);
                 ok = report.status == RolloutStatus::Succeeded;
                 run.end((if ok { StepStatus::Succeeded } else { StepStatus::Failed }, detail.clone()))

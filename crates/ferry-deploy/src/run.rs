@@ -28,10 +28,8 @@ pub(crate) struct Run<'a> {
     pub d: Deployment,
     pub lease: Option<Lease>,
     pub driver: Option<Box<dyn Driver>>,
-    pub migrator: Migrator,
     phase: Phase,
     started: Instant,
-    now: chrono::DateTime<Utc>,
 }
 
 /// A step's outcome: status and detail.
@@ -65,7 +63,6 @@ impl<'a> Run<'a> {
         t: &'a EnvTarget,
         obs: &'a dyn DeployObserver,
         d: Deployment,
-        now: chrono::DateTime<Utc>,
     ) -> Self {
         Run {
             dep,
@@ -74,10 +71,8 @@ impl<'a> Run<'a> {
             d,
             lease: None,
             driver: None,
-            migrator: Migrator::new(t.migrations.clone(), t.migrate.clone()),
             phase: Phase::Deploy,
             started: Instant::now(),
-            now,
         }
     }
 
@@ -363,7 +358,7 @@ pub(crate) async fn deploy(
     let mut d = new_deployment(&t.env, Kind::Deploy, &req.artifact, &req.actor);
     d.reason = req.reason.clone();
     d.dry_run = req.dry_run;
-    let mut run = Run::new(dep, t, obs, d, req.now);
+    let mut run = Run::new(dep, t, obs, d);
     if req.dry_run {
         return dry_run(run, &req).await;
     }
@@ -693,6 +688,8 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
         match result {
             Ok(report) => {
                 run.d.undo.hosts = report.deployed_hosts();
+                let seq = run.d.undo.release_seq.or(run.d.undo.previous.as_ref().filter(|p| Some(p.digest) == run.d.digest).map(|p| p.seq));
+                record_rollout(&run, seq, &report, false).await;
                 let detail = rollout_detail(&report);
                 if report.status == RolloutStatus::Succeeded {
                     run.end((StepStatus::Succeeded, detail)).await;
@@ -798,6 +795,49 @@ pub(crate) fn rollout_detail(report: &ferry_rollout::RolloutReport) -> String {
         s.push_str(&format!("; {d}"));
     }
     s
+}
+
+/// Records a rollout in the release history beside release `seq` (`ferry releases` shows it);
+/// a failure to record is logged, never a failed step: the hosts are as the report says.
+pub(crate) async fn record_rollout(
+    run: &Run<'_>,
+    seq: Option<u64>,
+    report: &ferry_rollout::RolloutReport,
+    rollback: bool,
+) {
+    let (Some(seq), Some(digest)) = (seq, report.artifact.split_once('@').and_then(|(_, d)| d.parse().ok())) else {
+        return;
+    };
+    let record = ferry_promote::RolloutRecord {
+        seq,
+        n: 0,
+        digest,
+        version: Some(report.version.clone()),
+        status: report.status.as_str().to_string(),
+        rollback,
+        actor: run.d.actor.clone(),
+        at: Utc::now(),
+        reason: Some(match run.d.seq {
+            Some(d) => format!("{} {d}", if run.d.kind == Kind::Rollback { "rollback" } else { "deployment" }),
+            None => "deployment".to_string(),
+        }),
+        stopped: report.stopped,
+        hosts: report
+            .hosts
+            .iter()
+            .map(|h| ferry_promote::RolloutHostRecord {
+                name: h.name.clone(),
+                status: h.status.as_str().to_string(),
+                before_version: h.before_version.clone(),
+                after_version: h.after_version.clone(),
+                duration_ms: h.duration_ms,
+                detail: h.detail.clone(),
+            })
+            .collect(),
+    };
+    if let Err(e) = run.dep.promoter.record_rollout(&run.d.env, record).await {
+        tracing::warn!(error = %e, "could not record the rollout in the release history");
+    }
 }
 
 /// A unit enum's serde name (`"succeeded"` → `succeeded`).
@@ -907,6 +947,9 @@ pub(crate) async fn undo_hosts(run: &mut Run<'_>) -> Outcome {
         run.obs,
     )
     .await;
+    if let Ok(report) = &result {
+        record_rollout(run, Some(prev.seq), report, true).await;
+    }
     match result {
         Ok(report) if report.status == RolloutStatus::Succeeded => (
             StepStatus::Succeeded,
