@@ -3,5 +3,7 @@
 
 pub use ferry_testkit::db::*;
 pub use ferry_testkit::faults;
+pub use ferry_testkit::fleet;
+pub use ferry_testkit::haproxy;
 pub use ferry_testkit::registry;
 pub use ferry_testkit::s3;

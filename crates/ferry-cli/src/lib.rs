@@ -13,10 +13,12 @@ use ferry_migrate::MigrateError;
 mod backup;
 mod compat;
 mod env;
+mod deploy;
 mod migrate;
 pub mod opt;
 mod output;
 mod promote;
+mod rollout;
 
 use opt::{Cli, Command, GlobalOpts};
 use output::Printer;
@@ -46,11 +48,21 @@ pub enum CliError {
     Promote(#[from] ferry_promote::PromoteError),
     #[error(transparent)]
     Compat(#[from] ferry_compat::CompatError),
+    #[error(transparent)]
+    Rollout(#[from] ferry_rollout::RolloutError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A destructive step was not confirmed at the terminal.
     #[error("{0}")]
     NotConfirmed(String),
+    #[error(transparent)]
+    Deploy(#[from] ferry_deploy::DeployError),
+    /// A deploy or rollback ran and its report is already printed; its status gives the code.
+    #[error("{message}")]
+    Outcome {
+        status: ferry_deploy::Status,
+        message: String,
+    },
 }
 
 /// Maps every error to its documented exit code and a stable kind for JSON output.
@@ -70,61 +82,117 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
             | ferry_store::StoreError::Io { .. }
             | ferry_store::StoreError::S3 { .. } => (exit::FAILED, "store"),
         },
-        CliError::Promote(e) => {
-            use ferry_promote::PromoteError as P;
-            match e {
-                P::BadReference { .. }
-                | P::UnknownEnv { .. }
-                | P::BadEnvConfig { .. }
-                | P::UnsupportedLocation { .. }
-                | P::BadOciUrl { .. }
-                | P::KindMismatch(_)
-                | P::NotFound { .. }
-                | P::Io { .. }
-                | P::Invalid(_) => (exit::INVALID, "invalid_input"),
-                P::VersionTaken { .. } => (exit::REFUSED, "version_taken"),
-                P::NotLiveInRequired { .. } => (exit::REFUSED, "not_live_in_required"),
-                P::BadInRequired { .. } => (exit::REFUSED, "bad_in_required"),
-                P::Frozen { .. } => (exit::REFUSED, "frozen"),
-                P::Tampered { .. } => (exit::REFUSED, "tampered"),
-                P::RollbackToBad { .. } => (exit::REFUSED, "rollback_to_bad"),
-                P::NothingToRollBack(_) => (exit::REFUSED, "nothing_to_roll_back"),
-                P::RegistryMismatch { .. } => (exit::REFUSED, "registry_mismatch"),
-                P::RegistryAuth { .. } => (exit::INVALID, "registry_auth"),
-                P::Registry { .. } => (exit::FAILED, "registry"),
-                P::NotLive { .. } => (exit::FAILED, "not_live"),
-                P::Conflict { .. } => (exit::FAILED, "conflict"),
-                P::BadRecord { .. } | P::Store { .. } => (exit::FAILED, "store"),
-            }
-        }
-        CliError::Backup(e) => {
-            use ferry_backup::BackupError as B;
-            match e {
-                B::NotFound { .. } => (exit::INVALID, "not_found"),
-                B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing => {
-                    (exit::INVALID, "invalid_input")
-                }
-                B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
-                B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
-                B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
-                B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
-                    (exit::FAILED, "dump_failed")
-                }
-                B::RestoreFailed { .. } => (exit::FAILED, "restore_failed"),
-                B::Connect { .. } => (exit::FAILED, "connect"),
-                B::Database { .. } | B::Store { .. } | B::Io { .. } | B::Internal(_) => {
-                    (exit::FAILED, "backup")
-                }
-            }
-        }
+        CliError::Promote(e) => promote_code(e),
+        CliError::Backup(e) => backup_code(e),
         CliError::Migrate(e) => migrate_code(e),
-        CliError::Compat(e) => match e {
-            ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
-            ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
-            ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
-            ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
-            ferry_compat::CompatError::Migrate(e) => migrate_code(e),
-        },
+        CliError::Outcome { status, .. } => {
+            use ferry_deploy::Status as S;
+            match status {
+                S::Succeeded | S::Planned => (exit::OK, "ok"),
+                S::Refused => (exit::REFUSED, "refused"),
+                S::RolledBack => (exit::FAILED, "rolled_back"),
+                S::Failed | S::Running => (exit::FAILED, "deploy_failed"),
+                S::Interrupted => (exit::FAILED, "interrupted"),
+            }
+        }
+        CliError::Deploy(e) => {
+            use ferry_deploy::DeployError as D;
+            match e {
+                D::Refused(_) => (exit::REFUSED, "refused"),
+                D::Config { .. } | D::Invalid(_) => (exit::INVALID, "invalid_input"),
+                D::Store { .. } | D::BadRecord { .. } => (exit::FAILED, "store"),
+                D::LostLock { .. } => (exit::FAILED, "lost_lock"),
+                D::Rollout(e) if e.is_invalid_input() => (exit::INVALID, "invalid_config"),
+                D::Rollout(_) => (exit::FAILED, "rollout"),
+                D::Promote(e) => promote_code(e),
+                D::Migrate(e) => migrate_code(e),
+                D::Backup(e) => backup_code(e),
+                D::Compat(e) => compat_code(e),
+            }
+        }
+        CliError::Rollout(e) => {
+            use ferry_rollout::RolloutError as R;
+            match e {
+                R::Config(_) | R::NoDeployCommand { .. } | R::UnknownHost { .. } => {
+                    (exit::INVALID, "invalid_config")
+                }
+                R::LoadBalancer { .. } => (exit::FAILED, "load_balancer"),
+                R::Http(_) => (exit::FAILED, "io"),
+            }
+        }
+        CliError::Compat(e) => compat_code(e),
+    }
+}
+
+fn promote_code(e: &ferry_promote::PromoteError) -> (u8, &'static str) {
+    use ferry_promote::PromoteError as P;
+    match e {
+        P::BadReference { .. }
+        | P::UnknownEnv { .. }
+        | P::BadEnvConfig { .. }
+        | P::UnsupportedLocation { .. }
+        | P::BadOciUrl { .. }
+        | P::KindMismatch(_)
+        | P::NotFound { .. }
+        | P::Io { .. }
+        | P::Invalid(_) => (exit::INVALID, "invalid_input"),
+        P::VersionTaken { .. } => (exit::REFUSED, "version_taken"),
+        P::NotLiveInRequired { .. } => (exit::REFUSED, "not_live_in_required"),
+        P::BadInRequired { .. } => (exit::REFUSED, "bad_in_required"),
+        P::Frozen { .. } => (exit::REFUSED, "frozen"),
+        P::Tampered { .. } => (exit::REFUSED, "tampered"),
+        P::RollbackToBad { .. } => (exit::REFUSED, "rollback_to_bad"),
+        P::NothingToRollBack(_) => (exit::REFUSED, "nothing_to_roll_back"),
+        P::RegistryMismatch { .. } => (exit::REFUSED, "registry_mismatch"),
+        P::RegistryAuth { .. } => (exit::INVALID, "registry_auth"),
+        P::Registry { .. } => (exit::FAILED, "registry"),
+        P::NotLive { .. } => (exit::FAILED, "not_live"),
+        P::Conflict { .. } => (exit::FAILED, "conflict"),
+        P::BadRecord { .. } | P::Store { .. } => (exit::FAILED, "store"),
+    }
+}
+
+fn backup_code(e: &ferry_backup::BackupError) -> (u8, &'static str) {
+    use ferry_backup::BackupError as B;
+    match e {
+        B::NotFound { .. } => (exit::INVALID, "not_found"),
+        B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing => {
+            (exit::INVALID, "invalid_input")
+        }
+        B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
+        B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
+        B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
+        B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
+            (exit::FAILED, "dump_failed")
+        }
+        B::RestoreFailed { .. } => (exit::FAILED, "restore_failed"),
+        B::Connect { .. } => (exit::FAILED, "connect"),
+        B::Database { .. } | B::Store { .. } | B::Io { .. } | B::Internal(_) => {
+            (exit::FAILED, "backup")
+        }
+    }
+}
+
+fn compat_code(e: &ferry_compat::CompatError) -> (u8, &'static str) {
+    match e {
+    ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
+    ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
+    ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
+    ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
+    ferry_compat::CompatError::Migrate(e) => migrate_code(e),
+}
+}
+
+/// The exit code of a rollout that ran to its end (README): 0 when every host that was not
+/// skipped runs the release and is in traffic (and for a dry run); 3 when a gate refused it;
+/// 1 when it halted, failed, or left a host stopped.
+pub fn rollout_exit(report: &ferry_rollout::RolloutReport) -> u8 {
+    use ferry_rollout::RolloutStatus as S;
+    match report.status {
+        _ if report.dry_run && report.status == S::Succeeded => exit::OK,
+        S::Refused => exit::REFUSED,
+        _ if report.all_live() => exit::OK,
+        _ => exit::FAILED,
     }
 }
 
@@ -175,7 +243,12 @@ pub fn main() -> ExitCode {
             let (code, kind) = exit_code(&err);
             // Belt and braces: no password leaves through an error message, whatever produced it.
             let message = ferry_core::url::redact(&error_chain(&err));
-            printer.error(&message, kind, code);
+            if matches!(err, CliError::Outcome { .. }) {
+                // The report (with its status) is already on stdout.
+                printer.error_reported(&message);
+            } else {
+                printer.error(&message, kind, code);
+            }
             ExitCode::from(code)
         }
     }
@@ -215,10 +288,31 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
         Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
         Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
         Command::Compat(cmd) => compat::run(cmd, &cli.global, printer).await,
-        cmd @ (Command::Artifact(_)
-        | Command::Promote { .. }
-        | Command::Releases
-        | Command::Rollback { .. }) => promote::run(cmd, &cli.global, printer).await,
+        cmd @ (Command::Rollout { .. } | Command::Smoke) => {
+            rollout::run(cmd, &cli.global, printer).await
+        }
+        cmd @ (Command::Artifact(_) | Command::Promote { .. } | Command::Releases) => {
+            promote::run(cmd, &cli.global, printer).await
+        }
+        Command::Deploy(args) => deploy::run(args, &cli.global, printer).await,
+        Command::Rollback {
+            to,
+            reason,
+            restore_backup,
+            yes,
+        } => {
+            deploy::rollback(
+                deploy::RollbackArgs {
+                    to,
+                    reason,
+                    restore_backup,
+                    yes,
+                },
+                &cli.global,
+                printer,
+            )
+            .await
+        }
     }
 }
 

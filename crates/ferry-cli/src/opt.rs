@@ -124,7 +124,9 @@ pub enum Command {
     /// Show what is live in an environment (--env), what was before, and the history
     Releases,
 
-    /// Make the previous (or a chosen) release of an environment (--env) live again
+    /// Make the previous (or a chosen) release of an environment (--env) live again: the
+    /// artifact, the hosts and the schema recorded with it (stored down scripts). Without --to
+    /// it first finishes undoing an interrupted deploy. Never blocked by a freeze window
     Rollback {
         /// A release's sequence number, a digest (sha256:<hex>) or a version
         #[arg(long, value_name = "SEQ|DIGEST|VERSION")]
@@ -132,6 +134,69 @@ pub enum Command {
         /// Why, recorded in the history
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Restore this backup where a migration cannot be reverted with its stored down
+        #[arg(long, value_name = "ID")]
+        restore_backup: Option<String>,
+        /// Do not ask for confirmation at a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Deploy a release to an environment (--env): gates (lock, freeze, stage order),
+    /// pre_deploy, compat check, backup, migrate, promote, rollout, smoke, post_deploy. A
+    /// failure from migrate on rolls back the hosts, the artifact and the schema by itself.
+    /// Exit 0 when the release is live, 3 when refused before anything changed, 1 when it
+    /// failed (rolled back or not)
+    Deploy(DeployArgs),
+
+    /// Roll a release over an environment's hosts (--env) without downtime: promote it there
+    /// if it is not live yet, then batch by batch drain each host, run its deploy command,
+    /// check health and version, and put it back (exit 1 when it halted or failed)
+    Rollout {
+        /// NAME@sha256:<hex>, sha256:<hex>, NAME@VERSION, or an image REGISTRY/REPO@sha256:<hex>
+        #[arg(long, value_name = "REF")]
+        artifact: String,
+        /// Print the plan (gathered health, batches, commands filled in); change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Why, recorded in the history
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+
+    /// Run an environment's smoke checks (--env): HTTP GETs and read-only SQL queries, all of
+    /// them, in parallel (exit 1 when any fails)
+    Smoke,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub command: Option<DeployCommand>,
+    /// The release: NAME@sha256:<hex>, NAME@VERSION, or an image REGISTRY/REPO@sha256:<hex>
+    /// or REGISTRY/REPO:TAG (resolved to its digest once)
+    #[arg(long, value_name = "REF", required = true)]
+    pub artifact: Option<String>,
+    /// Print the plan (gates and their verdicts, pending migrations, backup, batches); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why, recorded in the release history and the deployment record
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Do not ask for confirmation at a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// What is live in an environment (--env), its last deploys with status and actor, and
+    /// its deploy lock (held, stale, free)
+    Status {
+        /// How many deploys to show
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        limit: usize,
     },
 }
 

@@ -97,28 +97,20 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
             let releases = promoter.releases(&env).await?;
             printer.emit(&releases, releases_text);
         }
-        Command::Rollback { to, reason } => {
-            let env = require_env(&settings)?;
-            let to = to.map(|t| t.parse()).transpose()?;
-            let report = promoter
-                .rollback(RollbackRequest {
-                    env,
-                    to,
-                    reason,
-                    actor,
-                    now,
-                })
-                .await?;
-            printer.emit(&report, |r| report_text("rolled back", r));
-        }
-        Command::Migrate(_) | Command::Backup(_) | Command::Compat(_) => {
+        Command::Migrate(_)
+        | Command::Backup(_)
+        | Command::Compat(_)
+        | Command::Rollback { .. }
+        | Command::Deploy(_)
+        | Command::Rollout { .. }
+        | Command::Smoke => {
             unreachable!("dispatched elsewhere")
         }
     }
     Ok(exit::OK)
 }
 
-fn require_env(settings: &Settings) -> Result<String, CliError> {
+pub(crate) fn require_env(settings: &Settings) -> Result<String, CliError> {
     settings.env.clone().ok_or_else(|| {
         CliError::Core(CoreError::BadValue {
             what: "--env".into(),
@@ -130,7 +122,7 @@ fn require_env(settings: &Settings) -> Result<String, CliError> {
     })
 }
 
-fn report_text(done: &str, r: &PromoteReport) -> String {
+pub(crate) fn report_text(done: &str, r: &PromoteReport) -> String {
     if !r.changed {
         return format!(
             "{}@{} is already live in {} (release {}); nothing recorded",
@@ -198,5 +190,6 @@ fn releases_text(r: &Releases) -> String {
         ],
         &rows,
     ));
+    crate::rollout::rollouts_text(r, &mut s);
     s
 }

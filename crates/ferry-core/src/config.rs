@@ -37,6 +37,9 @@ pub struct ConfigFile {
     pub store: StoreSection,
     #[serde(default)]
     pub env: BTreeMap<String, EnvSection>,
+    /// What a successful `ferry deploy` does to the repository (`deploy.rs`).
+    #[serde(default)]
+    pub git: crate::deploy::GitSection,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -123,6 +126,12 @@ pub struct EnvSection {
     /// Absent: no freeze, except for an environment named `production` or `prod`, which
     /// defaults to no deploys on Friday, Saturday and Sunday (UTC). `freeze = []` means never.
     pub freeze: Option<Vec<FreezeWindow>>,
+    /// Hosts, deploy command, batches, load balancer, timeouts, smoke checks (`ferry rollout`).
+    #[serde(flatten)]
+    pub fleet: crate::fleet::FleetConfig,
+    /// `ferry deploy`'s keys: hooks, backup policy, restore on failure (`deploy.rs`).
+    #[serde(flatten)]
+    pub deploy: crate::deploy::DeploySection,
 }
 
 /// One freeze window, e.g. `{ days = ["fri"], from = "18:00", to = "06:00", tz = "Europe/Berlin" }`.

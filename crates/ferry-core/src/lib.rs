@@ -12,8 +12,10 @@
 
 pub mod actor;
 pub mod config;
+pub mod deploy;
 pub mod env;
 pub mod error;
+pub mod fleet;
 pub mod scratch;
 pub mod url;
 

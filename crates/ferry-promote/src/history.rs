@@ -3,6 +3,10 @@
 //! still free. Statuses are never written: they are derived when reading, because a record,
 //! once written, never changes.
 //!
+//! Beside a release record, `releases/<env>/<seq>.rollout.<n:04>.json` records each rollout of
+//! that release to the environment's hosts (who, when, each host's outcome): additive, created
+//! if absent, never changed, and read with the release they belong to.
+//!
 //! Derivation: the newest record is `live`; a `rollback` record marks the record just before it
 //! (the release it replaced, whose digest it names as `previous`) `bad`; every other record is
 //! `superseded`.
@@ -50,6 +54,15 @@ pub(crate) struct Record {
     pub actor: String,
     pub at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// Added by `ferry deploy` (absent from older records and plain promotions): the highest
+    /// applied migration the release runs against, the backup taken before its migrations,
+    /// and its deployment record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
 }
 
 /// One release as reported: the JSON keys are the `ferry releases` contract.
@@ -68,6 +81,63 @@ pub struct Release {
     /// the `releases` JSON, which the issue fixes.
     #[serde(skip)]
     pub replaced: Option<Digest>,
+    /// The schema version recorded with the release by `ferry deploy` (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    /// The backup taken before the release's migrations (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The deployment record that made it live (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
+    /// The rollouts of this release to the environment's hosts, oldest first (an additive key,
+    /// absent when there were none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<RolloutRecord>,
+}
+
+/// One rollout of a release to an environment's hosts, as stored and as `releases` shows it.
+/// Statuses are the rollout's own words (`succeeded`, `halted`, ...; `deployed`, `skipped`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The release (sequence number) that was rolled out.
+    pub seq: u64,
+    /// 1 for its first rollout, 2 for the next, ...
+    pub n: u32,
+    pub digest: Digest,
+    pub version: Option<String>,
+    pub status: String,
+    /// True when this rollout brought a previous release back.
+    #[serde(default)]
+    pub rollback: bool,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub stopped: usize,
+    pub hosts: Vec<RolloutHostRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutHostRecord {
+    pub name: String,
+    pub status: String,
+    pub before_version: Option<String>,
+    pub after_version: Option<String>,
+    pub duration_ms: u64,
+    pub detail: Option<String>,
+}
+
+pub(crate) fn rollout_key(env: &str, seq: u64, n: u32) -> String {
+    format!("{RELEASES_PREFIX}{env}/{seq:010}.rollout.{n:04}.json")
+}
+
+/// `<seq>.rollout.<n>` of a key's file name (without `.json`).
+fn parse_rollout_name(name: &str) -> Option<(u64, u32)> {
+    let (seq, n) = name.split_once(".rollout.")?;
+    if seq.len() != 10 {
+        return None;
+    }
+    Some((seq.parse().ok()?, n.parse().ok()?))
 }
 
 pub(crate) fn record_key(env: &str, seq: u64) -> String {
@@ -91,7 +161,30 @@ impl History {
                 store.url()
             )))?;
         let mut records = Vec::new();
+        let mut rollouts: Vec<RolloutRecord> = Vec::new();
         for meta in objects {
+            if let Some((seq, n)) = meta
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|k| k.strip_suffix(".json"))
+                .and_then(parse_rollout_name)
+            {
+                let bytes = match store.get_bytes(&meta.key).await {
+                    Ok(b) => b,
+                    Err(StoreError::NotFound { .. }) => continue,
+                    Err(e) => return Err(PromoteError::store(format!("reading {}", meta.key))(e)),
+                };
+                let r: RolloutRecord =
+                    serde_json::from_slice(&bytes).map_err(|e| PromoteError::BadRecord {
+                        key: meta.key.clone(),
+                        store: store.url(),
+                        message: e.to_string(),
+                    })?;
+                if (r.seq, r.n) == (seq, n) {
+                    rollouts.push(r);
+                }
+                continue;
+            }
             let Some(seq) = meta
                 .key
                 .strip_prefix(&prefix)
@@ -123,7 +216,64 @@ impl History {
             records.push(record);
         }
         records.sort_by_key(|r| r.seq);
-        Ok(History::derive(records))
+        let mut history = History::derive(records);
+        rollouts.sort_by_key(|r| (r.seq, r.n));
+        for r in rollouts {
+            if let Some(release) = history.releases.iter_mut().find(|x| x.seq == r.seq) {
+                release.rollouts.push(r);
+            }
+        }
+        Ok(history)
+    }
+
+    /// Records a rollout of release `record.seq` under the next free number (`record.n` is
+    /// set here); create-if-absent, retried when a concurrent rollout took the number.
+    pub(crate) async fn append_rollout(
+        store: &Arc<dyn ObjectStore>,
+        env: &str,
+        mut record: RolloutRecord,
+    ) -> Result<RolloutRecord> {
+        let prefix = format!("{RELEASES_PREFIX}{env}/{:010}.rollout.", record.seq);
+        for _ in 0..5 {
+            let taken = store
+                .list(&prefix)
+                .await
+                .map_err(PromoteError::store(format!("listing {prefix} in {}", store.url())))?;
+            record.n = taken
+                .iter()
+                .filter_map(|m| {
+                    m.key
+                        .strip_prefix(&format!("{RELEASES_PREFIX}{env}/"))
+                        .and_then(|k| k.strip_suffix(".json"))
+                        .and_then(parse_rollout_name)
+                        .map(|(_, n)| n)
+                })
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let key = rollout_key(env, record.seq, record.n);
+            let bytes = serde_json::to_vec_pretty(&record).map_err(|e| PromoteError::BadRecord {
+                key: key.clone(),
+                store: store.url(),
+                message: e.to_string(),
+            })?;
+            match store.put_bytes(&key, bytes, PutMode::IfAbsent).await {
+                Ok(()) => return Ok(record),
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => {
+                    return Err(PromoteError::store(format!(
+                        "recording rollout {} of release {} of `{env}` in {}",
+                        record.n,
+                        record.seq,
+                        store.url()
+                    ))(e));
+                }
+            }
+        }
+        Err(PromoteError::Conflict {
+            env: env.to_string(),
+            seq: record.seq,
+        })
     }
 
     fn derive(records: Vec<Record>) -> History {
@@ -150,6 +300,10 @@ impl History {
                 at: r.at,
                 reason: r.reason,
                 replaced: r.previous,
+                schema_version: r.schema_version,
+                backup_id: r.backup_id,
+                deploy: r.deploy,
+                rollouts: Vec::new(),
             })
             .collect();
         History { releases }
@@ -228,6 +382,9 @@ mod tests {
             actor: "t".into(),
             at: Utc::now(),
             reason: None,
+            schema_version: None,
+            backup_id: None,
+            deploy: None,
         }
     }
 

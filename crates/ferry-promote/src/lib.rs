@@ -83,7 +83,7 @@ pub use artifact::Artifact;
 pub use digest::{Digest, Reference};
 pub use error::{PromoteError, Result};
 pub use freeze::FreezeWindow;
-pub use history::{Action, Release, Status};
+pub use history::{Action, Release, RolloutHostRecord, RolloutRecord, Status};
 pub use location::{
     ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, LocationUrl, StoreLocation, copy_verified,
     open_location, verify_at,
@@ -200,6 +200,18 @@ impl FromStr for RollbackTarget {
     }
 }
 
+/// What a deployment records with a release (all optional: a plain `ferry promote` records
+/// none of it).
+#[derive(Debug, Clone, Default)]
+pub struct DeployInfo {
+    /// The highest applied migration the release runs against.
+    pub schema_version: Option<i64>,
+    /// The backup taken before the release's migrations.
+    pub backup_id: Option<String>,
+    /// The sequence number of the deployment record (`ferry deploy status`).
+    pub deploy: Option<u64>,
+}
+
 /// A promotion or rollback that passed its checks and whose artifact is in place, waiting
 /// to be recorded.
 pub struct Plan {
@@ -252,6 +264,25 @@ impl Plan {
         self.record.digest
     }
 
+    /// The release's name and version, as they will be recorded.
+    pub fn artifact(&self) -> Artifact {
+        Artifact {
+            name: self.record.name.clone(),
+            version: self.record.version.clone(),
+            digest: self.record.digest,
+        }
+    }
+
+    /// Records, with the release, the schema version it runs against, the backup taken
+    /// before its migrations and the deployment that made it live (`ferry deploy`, which
+    /// `ferry rollback` reads to bring the schema back with the artifact).
+    pub fn with_deploy(mut self, info: DeployInfo) -> Self {
+        self.record.schema_version = info.schema_version;
+        self.record.backup_id = info.backup_id;
+        self.record.deploy = info.deploy;
+        self
+    }
+
     /// Records the release, if its sequence number is still free; else
     /// [`PromoteError::Conflict`], and nothing is recorded.
     pub async fn commit(self) -> Result<PromoteReport> {
@@ -284,6 +315,10 @@ impl Plan {
                 at: r.at,
                 reason: r.reason,
                 replaced: r.previous,
+                schema_version: r.schema_version,
+                backup_id: r.backup_id,
+                deploy: r.deploy,
+                rollouts: Vec::new(),
             },
             previous: r.previous,
             changed: true,
@@ -302,6 +337,26 @@ pub enum Planned {
     Ready(Plan),
     /// The artifact is already live there; nothing to record.
     AlreadyLive(PromoteReport),
+}
+
+enum GateOrPlan {
+    Planned(Planned),
+    Checked(PromotionCheck),
+}
+
+/// What the gates of a promotion said ([`Promoter::check_promotion`]): it would go ahead.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromotionCheck {
+    pub env: String,
+    pub digest: Digest,
+    pub name: String,
+    pub version: Option<String>,
+    /// Already the live release: promoting would record nothing.
+    pub already_live: bool,
+    /// The live release's sequence number (already live), else the one it would get.
+    pub seq: u64,
+    /// What was live before it.
+    pub previous: Option<Digest>,
 }
 
 /// `ferry releases --env ENV`; the JSON keys are the contract.
@@ -605,6 +660,23 @@ impl Promoter {
     /// Everything a promotion does except recording it: resolve, check `requires` and
     /// freezes, and put the verified artifact in the environment's location.
     pub async fn plan_promotion(&self, req: PromoteRequest) -> Result<Planned> {
+        match self.gate_or_plan(req, false).await? {
+            GateOrPlan::Planned(p) => Ok(p),
+            GateOrPlan::Checked(_) => unreachable!("a plan was asked for"),
+        }
+    }
+
+    /// The gates of a promotion (resolve, `requires`, freeze) without copying, recording or
+    /// moving anything: what a dry run reports. A refusal is the same error `plan_promotion`
+    /// returns.
+    pub async fn check_promotion(&self, req: PromoteRequest) -> Result<PromotionCheck> {
+        match self.gate_or_plan(req, true).await? {
+            GateOrPlan::Checked(c) => Ok(c),
+            GateOrPlan::Planned(_) => unreachable!("only a check was asked for"),
+        }
+    }
+
+    async fn gate_or_plan(&self, req: PromoteRequest, check_only: bool) -> Result<GateOrPlan> {
         let env = self.env(&req.to)?;
         let reason = req
             .reason
@@ -641,11 +713,24 @@ impl Promoter {
         let (artifact, image_source) = self.resolve_with_source(&req.reference).await?;
         let digest = artifact.digest;
         let history = History::read(&self.central, &env.name).await?;
+        if let Some(live) = history.live().filter(|l| l.digest == digest)
+            && check_only
+        {
+            return Ok(GateOrPlan::Checked(PromotionCheck {
+                env: env.name.clone(),
+                digest,
+                name: artifact.name,
+                version: artifact.version,
+                already_live: true,
+                seq: live.seq,
+                previous: live.replaced,
+            }));
+        }
         if let Some(live) = history.live().filter(|l| l.digest == digest) {
             // Already recorded: make sure the location serves it (repairs a tag that did not
             // move after the record was written).
             location.make_live(&digest).await?;
-            return Ok(Planned::AlreadyLive(PromoteReport {
+            return Ok(GateOrPlan::Planned(Planned::AlreadyLive(PromoteReport {
                 env: env.name.clone(),
                 release: live.clone(),
                 previous: live.replaced,
@@ -655,7 +740,7 @@ impl Promoter {
                 bytes_copied: 0,
                 bytes_verified: 0,
                 server_side: false,
-            }));
+            })));
         }
 
         if let Some(required) = &env.requires {
@@ -695,6 +780,17 @@ impl Promoter {
             ));
             tracing::warn!(env = %env.name, %window, "promoting during a freeze window (override)");
         }
+        if check_only {
+            return Ok(GateOrPlan::Checked(PromotionCheck {
+                env: env.name.clone(),
+                digest,
+                name: artifact.name,
+                version: artifact.version,
+                already_live: false,
+                seq: history.next_seq(),
+                previous: history.live().map(|l| l.digest),
+            }));
+        }
 
         let mut sources = Vec::new();
         if let Some(required) = &env.requires {
@@ -703,7 +799,7 @@ impl Promoter {
         sources.push(image_source.unwrap_or_else(|| self.central_loc.clone()));
         let (source, transfer) = self.put_in_place(&digest, &location, &sources).await?;
 
-        Ok(Planned::Ready(Plan {
+        Ok(GateOrPlan::Planned(Planned::Ready(Plan {
             central: self.central.clone(),
             env: env.name.clone(),
             record: Record {
@@ -716,13 +812,16 @@ impl Promoter {
                 actor: req.actor,
                 at: req.now,
                 reason,
+                schema_version: None,
+                backup_id: None,
+                deploy: None,
             },
             location: location.url(),
             retry: Self::retry_command(location.as_ref(), &env.name, &digest),
             dest: location,
             source,
             transfer,
-        }))
+        })))
     }
 
     /// Makes the artifact present and verified at `dest`: re-hash it when it is there, else
@@ -851,6 +950,10 @@ impl Promoter {
                     .reason
                     .map(|r| r.trim().to_string())
                     .filter(|r| !r.is_empty()),
+                // The schema a rollback brings back is the target's.
+                schema_version: target.schema_version,
+                backup_id: None,
+                deploy: None,
             },
             location: location.url(),
             retry: Self::retry_command(location.as_ref(), &env.name, &target.digest),
@@ -870,6 +973,13 @@ impl Promoter {
             previous: history.previous().cloned(),
             history: history.releases.iter().rev().cloned().collect(),
         })
+    }
+
+    /// Records a rollout of release `record.seq` of `env` to its hosts, beside the release
+    /// record (`record.n` is assigned here). `releases` shows it with the release.
+    pub async fn record_rollout(&self, env: &str, record: RolloutRecord) -> Result<RolloutRecord> {
+        let env = self.env(env)?;
+        History::append_rollout(&self.central, &env.name, record).await
     }
 
     /// Deletes the version records and index entries of a digest about to be removed.

@@ -7,6 +7,10 @@
 //!   stalls in front of a real server, for tests of timeouts and retries.
 //! - [`registry`]: an OCI registry (Debian's `docker-registry`) on a free loopback port per
 //!   test, optionally behind Basic auth, with helpers to push an image and check tags.
+//! - [`fleet`]: real HTTP hosts on loopback ports (a Python script) and the deploy command
+//!   that restarts them with a new version, for rollouts.
+//! - [`haproxy`]: a real HAProxy in front of a fleet, with its Runtime API on a unix socket and
+//!   a TCP port.
 //!
 //! Contract: a test whose server cannot be reached fails under `CI=true` with a message saying
 //! how to start or install it; elsewhere it prints `SKIPPED (no server)` and returns. It never
@@ -16,6 +20,8 @@ pub mod db;
 #[macro_use]
 mod per_engine;
 pub mod faults;
+pub mod fleet;
+pub mod haproxy;
 pub mod registry;
 pub mod s3;
 mod server;

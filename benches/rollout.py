@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Rollout benchmark (run by hand, not a test): ferry's own overhead on a rollout.
+
+Issue 13's case: HOSTS (default 40) local hosts (the test fleet's `host.py`, real HTTP servers
+with /_status and /version), batches of BATCH (default 10), settle 0, and a deploy command that
+sleeps 200 ms and writes the version the host then reports. The floor of a batch is its slowest
+deploy command (each command records its own start and end); a rollout cannot be faster than
+the sum of those floors. It reports, for each of ROUNDS rounds (a new version each round):
+
+  wall     the whole `ferry rollout` command (process start, promotion, gather, batches,
+           final check, history record), from outside
+  floors   the sum of the per-batch floors
+  ratio    wall / floors        (target <= 1.10)
+
+and ferry's peak RSS (wait4's ru_maxrss) for a rollout of 10 hosts and of HOSTS hosts, which
+should be flat. With HAPROXY=1 (and haproxy installed) the hosts sit behind a real HAProxy and
+ferry drains them through its Runtime API. Figures go to benches/results/rollout-<time>.json.
+
+    cargo build --release -p ferry-cli
+    python3 benches/rollout.py                     # HOSTS=40 BATCH=10 ROUNDS=5
+    HAPROXY=1 python3 benches/rollout.py
+"""
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST_PY = os.path.join(ROOT, "crates", "ferry-testkit", "fleet", "host.py")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/ferry-target"))
+FERRY = os.environ.get("FERRY_BIN", os.path.join(TARGET, "release", "ferry"))
+HOSTS = int(os.environ.get("HOSTS", "40"))
+BATCH = int(os.environ.get("BATCH", "10"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+HAPROXY = os.environ.get("HAPROXY") == "1"
+SLEEP = 0.2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, what, deadline=20):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+class Fleet:
+    def __init__(self, root, n):
+        self.root, self.procs, self.hosts = root, [], []
+        for i in range(1, n + 1):
+            name = f"h{i}"
+            state = os.path.join(root, name)
+            os.makedirs(state)
+            port = free_port()
+            open(os.path.join(state, "port"), "w").write(str(port))
+            open(os.path.join(state, "version"), "w").write("0\n")
+            self.procs.append(subprocess.Popen([sys.executable, HOST_PY, "serve", state],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.hosts.append((name, port))
+        for name, port in self.hosts:
+            wait_listening(port, name)
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def start_haproxy(root, fleet):
+    port, admin = free_port(), os.path.join(root, "admin.sock")
+    servers = "".join(f"    server {n} 127.0.0.1:{p}\n" for n, p in fleet.hosts)
+    cfg = os.path.join(root, "haproxy.cfg")
+    open(cfg, "w").write(
+        f"global\n    stats socket {admin} mode 600 level admin\n"
+        f"defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n"
+        f"    option http-server-close\n"
+        f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend app\n"
+        f"backend app\n    option httpchk GET /_status\n    default-server check inter 500ms\n{servers}")
+    proc = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(port, "haproxy")
+    time.sleep(1.0)  # the first round of health checks, so no server starts the run DOWN
+    return proc, admin
+
+
+def config(root, fleet, batch, admin):
+    deploy = (f"s=$(date +%s%N); sleep {SLEEP}; echo {{version}} > {root}/{{host}}/version; "
+              f"echo $s $(date +%s%N) > {root}/{{host}}/timing")
+    hosts = "".join(
+        f"[[env.bench.hosts]]\nname = \"{n}\"\nhealth_url = \"http://127.0.0.1:{p}/_status\"\n"
+        f"version_url = \"http://127.0.0.1:{p}/version\"\n" for n, p in fleet.hosts)
+    lb = (f"[env.bench.load_balancer]\nkind = \"haproxy\"\nadmin = \"unix://{admin}\"\nbackend = \"app\"\n"
+          if admin else "")
+    return (f"[store]\nurl = \"file://{root}/store\"\n"
+            f"[env.bench]\ndeploy_command = {json.dumps(deploy)}\nbatch_size = {batch}\n"
+            f"settle_seconds = 0\nhealth_timeout_seconds = 5\n{lb}{hosts}")
+
+
+def rollout_round(root, fleet, batch, version):
+    art = os.path.join(root, f"app-{version}.bin")
+    open(art, "w").write(f"release {version}\n")
+    subprocess.run([FERRY, "artifact", "push", art, "--name", "app", "--version", version],
+                   cwd=root, check=True, capture_output=True)
+    args = ["rollout", "--env", "bench", "--artifact", f"app@{version}", "--output", "json"]
+    t0 = time.monotonic()
+    p = subprocess.Popen([FERRY, *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # wait4 on this one child: its own peak RSS (and that of the commands it waited for).
+    out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        sys.exit(f"ferry rollout exited {p.returncode}:\n{out.decode()}\n{err.decode()}")
+    report = json.loads(out)
+    assert report["status"] == "succeeded", report
+    assert all(h["status"] == "deployed" for h in report["hosts"]), report
+    spans = {}
+    for name, _ in fleet.hosts:
+        s, e = map(int, open(os.path.join(root, name, "timing")).read().split())
+        spans[name] = (e - s) / 1e9
+    names = [n for n, _ in fleet.hosts]
+    floors = sum(max(spans[n] for n in names[i:i + batch]) for i in range(0, len(names), batch))
+    return {"wall_s": round(wall, 3), "floors_s": round(floors, 3), "ratio": round(wall / floors, 3),
+            "max_rss_kib": usage.ru_maxrss}
+
+
+def bench(n, batch, rounds):
+    root = tempfile.mkdtemp(prefix="ferry-rollout-bench.")
+    fleet = Fleet(root, n)
+    hp = None
+    try:
+        admin = None
+        if HAPROXY:
+            if not shutil.which("haproxy"):
+                sys.exit("HAPROXY=1 but haproxy is not installed (apt-get install -y haproxy)")
+            hp, admin = start_haproxy(root, fleet)
+        open(os.path.join(root, "ferry.toml"), "w").write(config(root, fleet, batch, admin))
+        return [rollout_round(root, fleet, batch, f"1.0.{r}") for r in range(rounds)]
+    finally:
+        if hp:
+            hp.kill()
+            hp.wait()
+        fleet.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main():
+    if not os.path.exists(FERRY):
+        sys.exit(f"no ferry at {FERRY}: cargo build --release -p ferry-cli (or set FERRY_BIN)")
+    big = bench(HOSTS, BATCH, ROUNDS)
+    small = bench(10, BATCH, ROUNDS)
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    result = {
+        "hosts": HOSTS, "batch": BATCH, "rounds": ROUNDS, "haproxy": HAPROXY, "deploy_sleep_s": SLEEP,
+        "ferry": FERRY,
+        f"rounds_{HOSTS}": big, "rounds_10": small,
+        "median_ratio": med(big, "ratio"), "median_wall_s": med(big, "wall_s"),
+        "median_floors_s": med(big, "floors_s"),
+        "max_rss_kib_10": max(r["max_rss_kib"] for r in small),
+        f"max_rss_kib_{HOSTS}": max(r["max_rss_kib"] for r in big),
+    }
+    print(f"{HOSTS} hosts, batches of {BATCH}, settle 0, deploy sleeps {SLEEP}s"
+          f"{', behind HAProxy' if HAPROXY else ', no load balancer'}:")
+    for r in big:
+        print(f"  wall {r['wall_s']:.3f}s  floors {r['floors_s']:.3f}s  ratio {r['ratio']:.3f}  rss {r['max_rss_kib']} KiB")
+    print(f"median ratio {result['median_ratio']:.3f} (target <= 1.10)")
+    print(f"peak RSS: 10 hosts {result['max_rss_kib_10']} KiB, {HOSTS} hosts {result[f'max_rss_kib_{HOSTS}']} KiB")
+    os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
+    path = os.path.join(ROOT, "benches", "results", time.strftime("rollout-%Y-%m-%dT%H%M%SZ.json", time.gmtime()))
+    json.dump(result, open(path, "w"), indent=2)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,842 @@
+//! Puts a release on an environment's hosts without downtime (`ferry rollout`, and the rollout
+//! step of `ferry deploy`), and runs its smoke checks ([`smoke`]).
+//!
+//! Contract of [`rollout`]:
+//! 1. **Gather.** Every host is asked for its health (and version) first, and the load balancer
+//!    for its servers. A host that is not healthy, or that the load balancer has down, drained
+//!    or in maintenance, is `skipped`: it never receives the deploy command. A host already
+//!    healthy on the release is `unchanged`.
+//! 2. **Test bed** (not in a rollback): it goes first and alone, then soaks (health-checked every
+//!    few seconds for `testbed_soak_seconds`). If it fails, or was skipped, nothing else is
+//!    touched.
+//! 3. **Batches**, hosts in parallel within one: drain (and wait until its sessions reach 0 or
+//!    `drain_seconds` pass), run the deploy command, wait `settle_seconds`, check health and
+//!    version, put it back. A host that fails any step stays out of traffic (HAProxy `maint`;
+//!    with commands: not undrained), is reported with what failed, and no further batch starts:
+//!    the rest are `not_reached`.
+//! 4. **Final check.** Every deployed host must still report the release; one that does not is
+//!    taken out of traffic (`stopped`). More than `max_failed` stopped: `failed`.
+//!
+//! The report is never `succeeded` while a host is left on the wrong version or out of traffic
+//! without saying so: `stopped` counts them and each host has its own status and detail.
+//! Nothing here prints or reads the environment: progress goes to a [`RolloutObserver`], events
+//! to `tracing`, and the configuration arrives as a validated [`FleetConfig`].
+//!
+//! Key design decision: **one algorithm, narrow seams.** The order of the steps lives once, in
+//! this file; the load balancer ([`lb::LoadBalancer`]: HAProxy's Runtime API, or commands) and
+//! the host runner ([`runner`]) only do single steps. A rollback is the same algorithm with the
+//! previous release, `rollback: true` (no test bed, a host already back on it is left alone, a
+//! host out of traffic or unhealthy is still brought back) and usually `only_hosts`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub mod error;
+mod health;
+pub mod lb;
+pub mod plan;
+pub mod runner;
+pub mod smoke;
+
+pub use error::RolloutError;
+pub use ferry_core::fleet::{
+    AdminAddress, BatchSize, FleetConfig, HostConfig, LoadBalancerConfig, SmokeCheck, SmokeKind,
+};
+pub use plan::{Gathered, Plan};
+pub use smoke::{CheckReport, SmokeReport};
+
+use health::Checker;
+use lb::command::{Commands, OwnedPlaceholders};
+use lb::haproxy::Haproxy;
+use lb::{AdminState, LoadBalancer, ServerState};
+
+/// How often draining sessions are counted.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// Longest gap between two health checks of a soaking test bed.
+const SOAK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What is being rolled out: the release (an artifact by digest) in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub env: String,
+    pub name: String,
+    pub version: String,
+    /// `sha256:<hex>`
+    pub digest: String,
+}
+
+pub struct RolloutRequest<'a> {
+    /// The environment's hosts, commands, batches, load balancer, timeouts.
+    pub fleet: &'a FleetConfig,
+    /// The release to put on the hosts.
+    pub target: Target,
+    /// What the hosts ran before (`{undeploy}` in a rollback, and reporting).
+    pub previous: Option<Target>,
+    /// No test bed soak; a host already on `target.version` is left alone (`unchanged`); a
+    /// host that is unhealthy or out of traffic is brought back too.
+    pub rollback: bool,
+    /// Restrict to these hosts (a rollback: the hosts that received the new version).
+    pub only_hosts: Option<Vec<String>>,
+    /// Gather and plan; change nothing.
+    pub dry_run: bool,
+}
+
+/// What a host is doing, for live progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostPhase {
+    Waiting,
+    Draining,
+    Deploying,
+    Settling,
+    Soaking,
+    Healthy,
+    Failed,
+    Skipped,
+    Unchanged,
+    Stopped,
+}
+
+impl HostPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostPhase::Waiting => "waiting",
+            HostPhase::Draining => "draining",
+            HostPhase::Deploying => "deploying",
+            HostPhase::Settling => "settling",
+            HostPhase::Soaking => "soaking",
+            HostPhase::Healthy => "healthy",
+            HostPhase::Failed => "failed",
+            HostPhase::Skipped => "skipped",
+            HostPhase::Unchanged => "unchanged",
+            HostPhase::Stopped => "stopped",
+        }
+    }
+}
+
+/// Receives progress; called from the host tasks (hence `Sync`).
+pub trait RolloutObserver: Send + Sync {
+    fn host(&self, name: &str, phase: HostPhase) {
+        let _ = (name, phase);
+    }
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl RolloutObserver for Quiet {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    Succeeded,
+    Failed,
+    Halted,
+    /// A gate refused it before any host was touched (set by the caller: freeze, stage order).
+    Refused,
+}
+
+impl RolloutStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStatus::Succeeded => "succeeded",
+            RolloutStatus::Failed => "failed",
+            RolloutStatus::Halted => "halted",
+            RolloutStatus::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    Deployed,
+    Skipped,
+    Failed,
+    Stopped,
+    NotReached,
+    Unchanged,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Deployed => "deployed",
+            HostStatus::Skipped => "skipped",
+            HostStatus::Failed => "failed",
+            HostStatus::Stopped => "stopped",
+            HostStatus::NotReached => "not_reached",
+            HostStatus::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostReport {
+    pub name: String,
+    pub status: HostStatus,
+    /// What its `version_url` said before (null without one).
+    pub before_version: Option<String>,
+    /// What it said at the end (null without a `version_url`, or when it was not reached).
+    pub after_version: Option<String>,
+    pub duration_ms: u64,
+    /// What failed (exit status and last output of the command, the health answer), or why
+    /// it was skipped.
+    pub detail: Option<String>,
+    /// Whether its deploy command ran (so a rollback knows which hosts to bring back).
+    #[serde(default)]
+    pub deploy_ran: bool,
+}
+
+/// The result of a rollout; its JSON is the contract of `ferry rollout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutReport {
+    pub env: String,
+    /// `NAME@sha256:<hex>`
+    pub artifact: String,
+    pub version: String,
+    pub status: RolloutStatus,
+    pub hosts: Vec<HostReport>,
+    /// Hosts taken out of traffic by the final check (they do not report the release).
+    pub stopped: usize,
+    /// Why it halted, failed or was refused, in one sentence.
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub rollback: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub plan: Plan,
+}
+
+impl RolloutReport {
+    /// The hosts that received the target: deployed, stopped, or failed after their deploy
+    /// command ran. A rollback brings exactly these back.
+    pub fn deployed_hosts(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|h| match h.status {
+                HostStatus::Deployed | HostStatus::Stopped => true,
+                HostStatus::Failed => h.deploy_ran,
+                _ => false,
+            })
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// Every host that was not skipped runs the release and is in traffic.
+    pub fn all_live(&self) -> bool {
+        self.status == RolloutStatus::Succeeded
+            && self.stopped == 0
+            && self.hosts.iter().all(|h| {
+                matches!(
+                    h.status,
+                    HostStatus::Deployed | HostStatus::Unchanged | HostStatus::Skipped
+                )
+            })
+    }
+
+    /// A report for a rollout a gate refused: nothing was touched.
+    pub fn refused(fleet: &FleetConfig, target: &Target, reason: String) -> RolloutReport {
+        RolloutReport {
+            env: target.env.clone(),
+            artifact: format!("{}@{}", target.name, target.digest),
+            version: target.version.clone(),
+            status: RolloutStatus::Refused,
+            hosts: fleet
+                .hosts
+                .iter()
+                .map(|h| HostReport {
+                    name: h.name.clone(),
+                    status: HostStatus::NotReached,
+                    before_version: None,
+                    after_version: None,
+                    duration_ms: 0,
+                    detail: None,
+                    deploy_ran: false,
+                })
+                .collect(),
+            stopped: 0,
+            detail: Some(reason),
+            rollback: false,
+            dry_run: false,
+            plan: Plan::default(),
+        }
+    }
+}
+
+enum Decision {
+    Planned,
+    Skipped(String),
+    Unchanged,
+}
+
+struct Run<'a> {
+    fleet: &'a FleetConfig,
+    target: &'a Target,
+    template: &'a str,
+    values: OwnedPlaceholders,
+    lb: Box<dyn LoadBalancer>,
+    checker: Checker,
+    observer: &'a dyn RolloutObserver,
+}
+
+/// Rolls `req.target` over the environment's hosts (see the crate documentation).
+pub async fn rollout(
+    req: RolloutRequest<'_>,
+    observer: &dyn RolloutObserver,
+) -> Result<RolloutReport, RolloutError> {
+    let fleet = req.fleet;
+    let env = req.target.env.clone();
+    fleet.validate(&env)?;
+    let template = if req.rollback {
+        fleet
+            .undeploy_command
+            .as_deref()
+            .or(fleet.deploy_command.as_deref())
+    } else {
+        fleet.deploy_command.as_deref()
+    }
+    .ok_or_else(|| RolloutError::NoDeployCommand { env: env.clone() })?;
+
+    let hosts: Vec<&HostConfig> = match &req.only_hosts {
+        None => fleet.hosts.iter().collect(),
+        Some(names) => {
+            let mut picked = Vec::new();
+            for n in names {
+                let h = fleet.host(n).ok_or_else(|| RolloutError::UnknownHost {
+                    env: env.clone(),
+                    host: n.clone(),
+                    known: fleet
+                        .hosts
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+                picked.push(h);
+            }
+            // Configuration order, whatever order the caller named them in.
+            fleet
+                .hosts
+                .iter()
+                .filter(|h| picked.iter().any(|p| p.name == h.name))
+                .collect()
+        }
+    };
+
+    let values = OwnedPlaceholders {
+        version: req.target.version.clone(),
+        digest: req.target.digest.clone(),
+        name: req.target.name.clone(),
+        env: env.clone(),
+        undeploy: if req.rollback {
+            req.previous
+                .as_ref()
+                .map(|p| p.version.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
+    };
+    let lb: Box<dyn LoadBalancer> = match &fleet.load_balancer {
+        Some(cfg) => Box::new(Haproxy::new(
+            cfg.admin_address().map_err(|reason| ferry_core::CoreError::BadValue {
+                what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
+                value: cfg.admin.clone().unwrap_or_default(),
+                reason,
+            })?,
+            cfg.backend.as_deref().unwrap_or_default(),
+            fleet.health_timeout(),
+        )),
+        None => Box::new(Commands {
+            drain: fleet.drain_command.clone(),
+            undrain: fleet.undrain_command.clone(),
+            values: values.clone(),
+        }),
+    };
+    let run = Run {
+        fleet,
+        target: &req.target,
+        template,
+        values,
+        checker: Checker::new(fleet.health_timeout()).map_err(RolloutError::Http)?,
+        lb,
+        observer,
+    };
+    run.execute(&hosts, req.rollback, req.dry_run).await
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Run<'_> {
+    fn command_for(&self, host: &str) -> String {
+        runner::fill(self.template, &self.values.for_host(host))
+    }
+
+    async fn execute(
+        &self,
+        hosts: &[&HostConfig],
+        rollback: bool,
+        dry_run: bool,
+    ) -> Result<RolloutReport, RolloutError> {
+        let env = &self.target.env;
+        tracing::info!(env = %env, version = %self.target.version, hosts = hosts.len(), rollback, dry_run, "rollout starts");
+
+        // 1. Gather.
+        let lb_states = self
+            .lb
+            .states()
+            .await
+            .map_err(|message| RolloutError::LoadBalancer {
+                admin: self
+                    .fleet
+                    .load_balancer
+                    .as_ref()
+                    .and_then(|l| l.admin.clone())
+                    .unwrap_or_default(),
+                backend: self
+                    .fleet
+                    .load_balancer
+                    .as_ref()
+                    .and_then(|l| l.backend.clone())
+                    .unwrap_or_default(),
+                message,
+            })?;
+        let gathered: Vec<(Gathered, Decision)> =
+            futures_util::future::join_all(hosts.iter().map(|h| {
+                let state = lb_states.as_ref().map(|m| m.get(&h.name));
+                self.gather(h, state, rollback)
+            }))
+            .await;
+
+        let mut reports: BTreeMap<String, HostReport> = BTreeMap::new();
+        let mut planned: Vec<String> = Vec::new();
+        let mut plan = Plan::default();
+        for (g, decision) in gathered {
+            let (status, detail) = match &decision {
+                Decision::Planned => {
+                    planned.push(g.name.clone());
+                    plan.commands
+                        .insert(g.name.clone(), self.command_for(&g.name));
+                    self.observer.host(&g.name, HostPhase::Waiting);
+                    (HostStatus::NotReached, None)
+                }
+                Decision::Skipped(why) => {
+                    self.observer.host(&g.name, HostPhase::Skipped);
+                    tracing::warn!(host = %g.name, reason = %why, "host skipped");
+                    (HostStatus::Skipped, Some(why.clone()))
+                }
+                Decision::Unchanged => {
+                    self.observer.host(&g.name, HostPhase::Unchanged);
+                    (HostStatus::Unchanged, None)
+                }
+            };
+            reports.insert(
+                g.name.clone(),
+                HostReport {
+                    name: g.name.clone(),
+                    status,
+                    before_version: g.version.clone(),
+                    after_version: if matches!(decision, Decision::Unchanged) {
+                        g.version.clone()
+                    } else {
+                        None
+                    },
+                    duration_ms: 0,
+                    detail,
+                    deploy_ran: false,
+                },
+            );
+            plan.gathered.push(g);
+        }
+
+        // The test bed: first and alone (never in a rollback).
+        let testbed = if rollback {
+            None
+        } else {
+            self.fleet.testbed.clone()
+        };
+        let mut halted: Option<String> = None;
+        let mut rest = planned.clone();
+        if let Some(tb) = &testbed {
+            rest.retain(|h| h != tb);
+            match reports.get(tb).map(|r| r.status) {
+                Some(HostStatus::NotReached) => plan.testbed = Some(tb.clone()),
+                Some(HostStatus::Skipped) => {
+                    halted = Some(format!(
+                        "the test bed {tb} was skipped ({}); no other host was touched",
+                        reports[tb].detail.clone().unwrap_or_default()
+                    ));
+                }
+                // Unchanged, or not among the hosts of this run: nothing to soak.
+                _ => {}
+            }
+        }
+        plan.batches = plan::batches(&rest, self.fleet.batch_len(hosts.len()));
+
+        let finish = |reports: BTreeMap<String, HostReport>,
+                      status: RolloutStatus,
+                      detail: Option<String>,
+                      plan: Plan| {
+            let hosts_out: Vec<HostReport> = hosts
+                .iter()
+                .filter_map(|h| reports.get(&h.name).cloned())
+                .collect();
+            let stopped = hosts_out
+                .iter()
+                .filter(|h| h.status == HostStatus::Stopped)
+                .count();
+            tracing::info!(env = %env, status = status.as_str(), stopped, "rollout finished");
+            RolloutReport {
+                env: env.clone(),
+                artifact: format!("{}@{}", self.target.name, self.target.digest),
+                version: self.target.version.clone(),
+                status,
+                hosts: hosts_out,
+                stopped,
+                detail,
+                rollback,
+                dry_run,
+                plan,
+            }
+        };
+
+        if dry_run {
+            return Ok(finish(reports, RolloutStatus::Succeeded, halted, plan));
+        }
+        if halted.is_some() {
+            return Ok(finish(reports, RolloutStatus::Halted, halted, plan));
+        }
+
+        // 2. The test bed, then its soak.
+        if let Some(tb) = &plan.testbed {
+            let host = hosts.iter().find(|h| &h.name == tb).copied();
+            if let Some(host) = host {
+                let before = reports[tb].before_version.clone();
+                let mut r = self.host(host, before).await;
+                if r.status == HostStatus::Deployed {
+                    let started = Instant::now();
+                    self.observer.host(tb, HostPhase::Soaking);
+                    if let Err(why) = self.soak(host).await {
+                        r.status = HostStatus::Failed;
+                        r.detail = Some(format!(
+                            "failed its test bed soak after {:.1}s: {why}{}",
+                            started.elapsed().as_secs_f64(),
+                            self.take_out(tb).await
+                        ));
+                        self.observer.host(tb, HostPhase::Failed);
+                    } else {
+                        self.observer.host(tb, HostPhase::Healthy);
+                    }
+                    r.duration_ms += ms(started.elapsed());
+                }
+                if r.status == HostStatus::Failed {
+                    halted = Some(format!(
+                        "the test bed {tb} failed; no other host was touched"
+                    ));
+                }
+                reports.insert(tb.clone(), r);
+            }
+        }
+
+        // 3. Batches.
+        if halted.is_none() {
+            for batch in &plan.batches {
+                let results = futures_util::future::join_all(batch.iter().filter_map(|name| {
+                    let host = hosts.iter().find(|h| &h.name == name).copied()?;
+                    let before = reports[name].before_version.clone();
+                    Some(self.host(host, before))
+                }))
+                .await;
+                let failed: Vec<String> = results
+                    .iter()
+                    .filter(|r| r.status == HostStatus::Failed)
+                    .map(|r| r.name.clone())
+                    .collect();
+                for r in results {
+                    reports.insert(r.name.clone(), r);
+                }
+                if !failed.is_empty() {
+                    halted = Some(format!(
+                        "{} failed; no further batch was started",
+                        failed.join(", ")
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = halted {
+            return Ok(finish(reports, RolloutStatus::Halted, Some(why), plan));
+        }
+
+        // 4. Final check: every deployed host still reports the release.
+        let deployed: Vec<&HostConfig> = hosts
+            .iter()
+            .filter(|h| reports[&h.name].status == HostStatus::Deployed && h.version_url.is_some())
+            .copied()
+            .collect();
+        let finals = futures_util::future::join_all(deployed.iter().map(|h| async move {
+            let v = self.checker.version(h).await;
+            (h.name.clone(), v)
+        }))
+        .await;
+        for (name, v) in finals {
+            let problem = match &v {
+                Ok(Some(v)) if health::is_target(v, self.target) => None,
+                Ok(Some(v)) => Some(format!(
+                    "reports version {v} at the final check, not {}",
+                    self.target.version
+                )),
+                Ok(None) => None,
+                Err(e) => Some(format!("its version could not be read at the final check: {e}")),
+            };
+            let r = reports.get_mut(&name).expect("a reported host");
+            if let Ok(Some(v)) = &v {
+                r.after_version = Some(v.clone());
+            }
+            if let Some(p) = problem {
+                let out = self.take_out(&name).await;
+                tracing::warn!(host = %name, problem = %p, "host stopped");
+                r.status = HostStatus::Stopped;
+                r.detail = Some(format!("{p}; taken out of traffic{out}"));
+                self.observer.host(&name, HostPhase::Stopped);
+            }
+        }
+        let stopped = reports
+            .values()
+            .filter(|r| r.status == HostStatus::Stopped)
+            .count();
+        let live = reports
+            .values()
+            .filter(|r| matches!(r.status, HostStatus::Deployed | HostStatus::Unchanged))
+            .count();
+        let max = self.fleet.max_failed();
+        let (status, detail) = if stopped > max {
+            (
+                RolloutStatus::Failed,
+                Some(format!(
+                    "{stopped} host(s) stopped, more than max_failed = {max}"
+                )),
+            )
+        } else if live == 0 && !hosts.is_empty() && stopped == 0 {
+            (
+                RolloutStatus::Halted,
+                Some("every host was skipped: the release is on none of them".into()),
+            )
+        } else if stopped > 0 {
+            (
+                RolloutStatus::Succeeded,
+                Some(format!(
+                    "{stopped} host(s) stopped (out of traffic, not on {}), within max_failed = {max}",
+                    self.target.version
+                )),
+            )
+        } else {
+            (RolloutStatus::Succeeded, None)
+        };
+        Ok(finish(reports, status, detail, plan))
+    }
+
+    async fn gather(
+        &self,
+        host: &HostConfig,
+        lb: Option<Option<&ServerState>>,
+        rollback: bool,
+    ) -> (Gathered, Decision) {
+        let (health, version) =
+            tokio::join!(self.checker.health(host), self.checker.version(host));
+        let version = version.ok().flatten();
+        let lb_word = lb.map(|s| {
+            s.map(|s| s.status.clone())
+                .unwrap_or_else(|| "no such server".into())
+        });
+        let on_target = version
+            .as_deref()
+            .is_some_and(|v| health::is_target(v, self.target));
+        let in_traffic = match lb {
+            None => true,
+            Some(None) => false,
+            Some(Some(s)) => s.admin == AdminState::Ready && s.up,
+        };
+        let decision = match (lb, &health) {
+            (Some(None), _) => Decision::Skipped(format!(
+                "{} has no server named {}",
+                self.lb.describe(),
+                host.name
+            )),
+            _ if on_target && health.is_ok() && in_traffic => Decision::Unchanged,
+            // A rollback brings back what this rollout touched, whatever state it is in.
+            _ if rollback => Decision::Planned,
+            (_, Err(why)) => Decision::Skipped(format!("unhealthy before the rollout: {why}")),
+            (Some(Some(s)), Ok(())) if s.admin == AdminState::Maint => Decision::Skipped(format!(
+                "in maintenance in the load balancer ({}); ready it there first",
+                s.status
+            )),
+            (Some(Some(s)), Ok(())) if s.admin == AdminState::Drain => Decision::Skipped(format!(
+                "drained in the load balancer ({}): someone took it out of traffic",
+                s.status
+            )),
+            (Some(Some(s)), Ok(())) if !s.up => Decision::Skipped(format!(
+                "the load balancer reports it down ({})",
+                s.status
+            )),
+            _ => Decision::Planned,
+        };
+        let gathered = Gathered {
+            name: host.name.clone(),
+            healthy: health.is_ok(),
+            version,
+            load_balancer: lb_word,
+            decision: match decision {
+                Decision::Planned => "planned",
+                Decision::Skipped(_) => "skipped",
+                Decision::Unchanged => "unchanged",
+            }
+            .into(),
+            detail: match &decision {
+                Decision::Skipped(w) => Some(w.clone()),
+                _ => health.err(),
+            },
+        };
+        (gathered, decision)
+    }
+
+    /// Keeps a host out of traffic; returns a note when even that failed.
+    async fn take_out(&self, host: &str) -> String {
+        match self.lb.maint(host).await {
+            Ok(()) => String::new(),
+            Err(e) => format!(" (and taking it out of traffic failed: {e})"),
+        }
+    }
+
+    /// Drain, wait, deploy, settle, check, ready: one host.
+    async fn host(&self, host: &HostConfig, before: Option<String>) -> HostReport {
+        let started = Instant::now();
+        let name = host.name.as_str();
+        let mut report = HostReport {
+            name: name.to_string(),
+            status: HostStatus::Failed,
+            before_version: before,
+            after_version: None,
+            duration_ms: 0,
+            detail: None,
+            deploy_ran: false,
+        };
+        let fail = |mut report: HostReport, detail: String| {
+            self.observer.host(name, HostPhase::Failed);
+            tracing::warn!(host = name, detail = %detail, "host failed");
+            report.status = HostStatus::Failed;
+            report.detail = Some(detail);
+            report.duration_ms = ms(started.elapsed());
+            report
+        };
+
+        self.observer.host(name, HostPhase::Draining);
+        if let Err(e) = self.lb.drain(name).await {
+            let out = self.take_out(name).await;
+            return fail(report, format!("could not be drained: {e}{out}"));
+        }
+        let mut notes = Vec::new();
+        if self.lb.counts_sessions() {
+            let deadline = Instant::now() + self.fleet.drain();
+            loop {
+                let sessions = match self.lb.states().await {
+                    Ok(Some(m)) => m.get(name).map_or(0, |s| s.sessions),
+                    Ok(None) => 0,
+                    Err(e) => {
+                        notes.push(format!("its sessions could not be counted ({e})"));
+                        break;
+                    }
+                };
+                if sessions == 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    notes.push(format!(
+                        "{sessions} session(s) were still open after drain_seconds ({}s)",
+                        self.fleet.drain().as_secs_f64()
+                    ));
+                    break;
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        }
+
+        self.observer.host(name, HostPhase::Deploying);
+        let command = self.command_for(name);
+        report.deploy_ran = true;
+        let outcome = runner::run(&command).await;
+        tracing::info!(host = name, status = %outcome.status, "deploy command ran");
+        if !outcome.success {
+            let out = self.take_out(name).await;
+            return fail(
+                report,
+                format!("deploy command {}{out}", outcome.describe()),
+            );
+        }
+
+        self.observer.host(name, HostPhase::Settling);
+        tokio::time::sleep(self.fleet.settle()).await;
+        if let Err(why) = self.checker.health(host).await {
+            let out = self.take_out(name).await;
+            return fail(report, format!("unhealthy after its deploy: {why}{out}"));
+        }
+        match self.checker.version(host).await {
+            Ok(Some(v)) if health::is_target(&v, self.target) => report.after_version = Some(v),
+            Ok(Some(v)) => {
+                report.after_version = Some(v.clone());
+                let out = self.take_out(name).await;
+                return fail(
+                    report,
+                    format!(
+                        "reports version {v} after its deploy, not {}{out}",
+                        self.target.version
+                    ),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let out = self.take_out(name).await;
+                return fail(
+                    report,
+                    format!("its version could not be read after its deploy: {e}{out}"),
+                );
+            }
+        }
+        if let Err(e) = self.lb.ready(name).await {
+            return fail(report, format!("could not be put back into traffic: {e}"));
+        }
+        self.observer.host(name, HostPhase::Healthy);
+        report.status = HostStatus::Deployed;
+        report.duration_ms = ms(started.elapsed());
+        if !notes.is_empty() {
+            report.detail = Some(notes.join("; "));
+        }
+        report
+    }
+
+    /// Health (and version) checks every few seconds for `testbed_soak_seconds`.
+    async fn soak(&self, host: &HostConfig) -> Result<(), String> {
+        let soak = self.fleet.testbed_soak();
+        let interval = (soak / 4).clamp(Duration::from_millis(100), SOAK_INTERVAL);
+        let end = Instant::now() + soak;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            tokio::time::sleep(interval.min(end - now)).await;
+            self.checker.health(host).await?;
+            if let Some(v) = self.checker.version(host).await? {
+                if !health::is_target(&v, self.target) {
+                    return Err(format!("it reports version {v}, not {}", self.target.version));
+                }
+            }
+        }
+    }
+}
