@@ -460,6 +460,7 @@ pub(crate) async fn deploy(
             strict: false,
             shadow_url: Some(url),
             old_queries: Vec::new(),
+            parallel: None,
         };
         match ferry_compat::check(&t.migrations, pend.current, &options).await {
             Ok(report) if report.compatible => {
@@ -1183,6 +1184,7 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
                 strict: false,
                 shadow_url: Some(url),
                 old_queries: Vec::new(),
+                parallel: None,
             };
             let report = ferry_compat::check(&t.migrations, p.current, &options).await?;
             if !report.compatible {
