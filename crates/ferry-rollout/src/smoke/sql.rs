@@ -4,7 +4,8 @@
 //!   extended protocol refuses a second statement, so `COMMIT; DELETE …` cannot escape).
 //! - MySQL/MariaDB: `SET SESSION TRANSACTION READ ONLY`, then `START TRANSACTION READ ONLY`,
 //!   one prepared statement.
-//! - SQLite: the file is opened read-only and `PRAGMA query_only = ON`; a progress handler
+//! - SQLite: the file is opened read-only and `PRAGMA query_only = ON` (a file that does not
+//!   exist is an empty database, as SQLite has it, and is not created); a progress handler
 //!   interrupts the query at its timeout.
 //!
 //! Every transaction is rolled back. The first column of the first row is read as text.
@@ -96,9 +97,18 @@ pub(super) async fn first_value(
                 .map(Some)
         }
         Engine::Sqlite => {
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url.for_driver())
+            // A file that does not exist reads as an empty database (SQLite's own rule), and a
+            // smoke check must not create it.
+            let path = ferry_core::url::sqlite_path(url.expose());
+            let missing = path != ":memory:" && !std::path::Path::new(path).exists();
+            let source = if missing {
+                "sqlite::memory:".to_string()
+            } else {
+                url.for_driver()
+            };
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&source)
                 .map_err(err)?
-                .read_only(true)
+                .read_only(!missing)
                 .create_if_missing(false);
             let mut conn = opts.connect().await.map_err(err)?;
             // SQLite runs the query on its own thread, which a dropped future does not stop:

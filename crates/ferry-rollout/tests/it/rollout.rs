@@ -406,7 +406,7 @@ async fn a_test_bed_failing_its_soak_touches_nothing_else() {
     // The test bed turns unhealthy while it soaks, as a release with a slow leak would.
     let state = fleet.host("h1").state.clone();
     let rec = Recorder {
-        on: Some(Box::new(move |name, phase| {
+        on: Some(Box::new(move |name: &str, phase: HostPhase| {
             if name == "h1" && phase == HostPhase::Soaking {
                 std::fs::write(state.join("unhealthy"), "").unwrap();
             }

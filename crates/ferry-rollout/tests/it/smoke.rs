@@ -127,4 +127,16 @@ async fn all_passing_and_no_database() {
     let report = run("prod", &list, None).await;
     assert!(!report.passed);
     assert!(report.checks[0].detail.contains("no database URL"));
+
+    // A SQLite file that does not exist is an empty database, and stays uncreated.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absent.db");
+    let url = DatabaseUrl::parse(&format!("sqlite://{}", file.display())).unwrap();
+    let list = checks(
+        "[[env.prod.smoke]]\nname = \"one\"\nsql = \"SELECT 1\"\nexpect = \"1\"\n         [[env.prod.smoke]]\nname = \"table\"\nsql = \"SELECT count(*) FROM orders\"\n",
+    );
+    let report = run("prod", &list, Some(&url)).await;
+    assert!(report.checks[0].passed, "{report:#?}");
+    assert!(report.checks[1].detail.contains("no such table"), "{report:#?}");
+    assert!(!file.exists());
 }
