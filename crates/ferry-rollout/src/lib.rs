@@ -344,11 +344,12 @@ pub async fn rollout(
     };
     let lb: Box<dyn LoadBalancer> = match &fleet.load_balancer {
         Some(cfg) => Box::new(Haproxy::new(
-            cfg.admin_address().map_err(|reason| ferry_core::CoreError::BadValue {
-                what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
-                value: cfg.admin.clone().unwrap_or_default(),
-                reason,
-            })?,
+            cfg.admin_address()
+                .map_err(|reason| ferry_core::CoreError::BadValue {
+                    what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
+                    value: cfg.admin.clone().unwrap_or_default(),
+                    reason,
+                })?,
             cfg.backend.as_deref().unwrap_or_default(),
             fleet.health_timeout(),
         )),
@@ -594,7 +595,9 @@ impl Run<'_> {
                     self.target.version
                 )),
                 Ok(None) => None,
-                Err(e) => Some(format!("its version could not be read at the final check: {e}")),
+                Err(e) => Some(format!(
+                    "its version could not be read at the final check: {e}"
+                )),
             };
             let r = reports.get_mut(&name).expect("a reported host");
             if let Ok(Some(v)) = &v {
@@ -649,8 +652,7 @@ impl Run<'_> {
         lb: Option<Option<&ServerState>>,
         rollback: bool,
     ) -> (Gathered, Decision) {
-        let (health, version) =
-            tokio::join!(self.checker.health(host), self.checker.version(host));
+        let (health, version) = tokio::join!(self.checker.health(host), self.checker.version(host));
         let version = version.ok().flatten();
         let lb_word = lb.map(|s| {
             s.map(|s| s.status.clone())
@@ -682,10 +684,9 @@ impl Run<'_> {
                 "drained in the load balancer ({}): someone took it out of traffic",
                 s.status
             )),
-            (Some(Some(s)), Ok(())) if !s.up => Decision::Skipped(format!(
-                "the load balancer reports it down ({})",
-                s.status
-            )),
+            (Some(Some(s)), Ok(())) if !s.up => {
+                Decision::Skipped(format!("the load balancer reports it down ({})", s.status))
+            }
             _ => Decision::Planned,
         };
         let gathered = Gathered {
@@ -867,7 +868,10 @@ impl Run<'_> {
             self.checker.health(host).await?;
             if let Some(v) = self.checker.version(host).await? {
                 if !health::is_target(&v, self.target) {
-                    return Err(format!("it reports version {v}, not {}", self.target.version));
+                    return Err(format!(
+                        "it reports version {v}, not {}",
+                        self.target.version
+                    ));
                 }
             }
         }

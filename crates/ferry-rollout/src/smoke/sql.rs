@@ -65,8 +65,13 @@ pub(super) async fn first_value(
                     ("statement_timeout", ms.as_str()),
                 ]);
             let mut conn = opts.connect().await.map_err(err)?;
-            sqlx::raw_sql("BEGIN READ ONLY").execute(&mut conn).await.map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await;
+            sqlx::raw_sql("BEGIN READ ONLY")
+                .execute(&mut conn)
+                .await
+                .map_err(err)?;
+            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_optional(&mut conn)
+                .await;
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
             let _ = conn.close().await;
             let Some(row) = row.map_err(err)? else {
@@ -75,7 +80,8 @@ pub(super) async fn first_value(
             decode!(row, "BOOL" => bool, i16, i32, i64, f32, f64, String).map(Some)
         }
         Engine::MySql => {
-            let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url.for_driver()).map_err(err)?;
+            let opts =
+                sqlx::mysql::MySqlConnectOptions::from_str(&url.for_driver()).map_err(err)?;
             let mut conn = opts.connect().await.map_err(err)?;
             sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
                 .execute(&mut conn)
@@ -85,7 +91,9 @@ pub(super) async fn first_value(
                 .execute(&mut conn)
                 .await
                 .map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await;
+            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_optional(&mut conn)
+                .await;
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
             let _ = conn.close().await;
             let Some(row) = row.map_err(err)? else {
@@ -93,7 +101,11 @@ pub(super) async fn first_value(
             };
             decode!(row, "BOOLEAN" => bool, i64, u64, f64, String)
                 // DECIMAL and friends arrive as text in MySQL's binary protocol.
-                .or_else(|e| row.try_get_unchecked::<Option<String>, _>(0).map(|v| v.unwrap_or_else(|| "null".into())).map_err(|_| e))
+                .or_else(|e| {
+                    row.try_get_unchecked::<Option<String>, _>(0)
+                        .map(|v| v.unwrap_or_else(|| "null".into()))
+                        .map_err(|_| e)
+                })
                 .map(Some)
         }
         Engine::Sqlite => {
@@ -122,7 +134,9 @@ pub(super) async fn first_value(
                 .execute(&mut conn)
                 .await
                 .map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await;
+            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_optional(&mut conn)
+                .await;
             let _ = conn.close().await;
             let Some(row) = row.map_err(err)? else {
                 return Ok(None);
@@ -131,4 +145,3 @@ pub(super) async fn first_value(
         }
     }
 }
-
