@@ -64,7 +64,15 @@ fn push(dir: &Path, version: &str) -> String {
     let out = json(
         dir,
         MONDAY,
-        &["artifact", "push", file.to_str().unwrap(), "--name", "app", "--version", version],
+        &[
+            "artifact",
+            "push",
+            file.to_str().unwrap(),
+            "--name",
+            "app",
+            "--version",
+            version,
+        ],
     )
     .expect_code(0)
     .json();
@@ -88,8 +96,20 @@ fn rollout_promotes_rolls_the_hosts_and_records_it_with_the_release() {
     let dir = setup(&fleet, "batch_size = 1\n");
     let p = dir.path();
     push(p, "1.0.0");
-    let out = json(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.0.0", "--reason", "first"])
-        .expect_code(0);
+    let out = json(
+        p,
+        MONDAY,
+        &[
+            "rollout",
+            "--env",
+            "dev",
+            "--artifact",
+            "app@1.0.0",
+            "--reason",
+            "first",
+        ],
+    )
+    .expect_code(0);
     let r = out.json();
     for key in ["env", "artifact", "version", "status", "hosts", "stopped"] {
         assert!(r.get(key).is_some(), "{key}: {r}");
@@ -100,7 +120,14 @@ fn rollout_promotes_rolls_the_hosts_and_records_it_with_the_release() {
     assert_eq!(r["stopped"], 0);
     for h in ["h1", "h2"] {
         let x = host(&r, h);
-        for key in ["name", "status", "before_version", "after_version", "duration_ms", "detail"] {
+        for key in [
+            "name",
+            "status",
+            "before_version",
+            "after_version",
+            "duration_ms",
+            "detail",
+        ] {
             assert!(x.get(key).is_some(), "{key}: {x}");
         }
         assert_eq!(x["status"], "deployed");
@@ -110,7 +137,9 @@ fn rollout_promotes_rolls_the_hosts_and_records_it_with_the_release() {
     }
 
     // Promoted on the way, and the rollout is in the history next to its release.
-    let rel = json(p, MONDAY, &["releases", "--env", "dev"]).expect_code(0).json();
+    let rel = json(p, MONDAY, &["releases", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(rel["live"]["version"], "1.0.0");
     let rollouts = rel["live"]["rollouts"].as_array().unwrap();
     assert_eq!(rollouts.len(), 1);
@@ -118,21 +147,43 @@ fn rollout_promotes_rolls_the_hosts_and_records_it_with_the_release() {
     assert_eq!(rollouts[0]["actor"], "ci-bot");
     assert_eq!(rollouts[0]["reason"], "first");
     assert_eq!(rollouts[0]["hosts"][0]["status"], "deployed");
-    let human = ferry(p, MONDAY, &["releases", "--env", "dev"]).expect_code(0).stdout;
-    assert!(human.contains("rollouts:") && human.contains("2/2"), "{human}");
+    let human = ferry(p, MONDAY, &["releases", "--env", "dev"])
+        .expect_code(0)
+        .stdout;
+    assert!(
+        human.contains("rollouts:") && human.contains("2/2"),
+        "{human}"
+    );
 
     // Again: already live (nothing promoted), every host unchanged, a second record.
-    let r = json(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.0.0"]).expect_code(0).json();
+    let r = json(
+        p,
+        MONDAY,
+        &["rollout", "--env", "dev", "--artifact", "app@1.0.0"],
+    )
+    .expect_code(0)
+    .json();
     assert_eq!(host(&r, "h1")["status"], "unchanged");
     assert_eq!(fleet.deploys("h1"), ["1.0.0"]);
-    let rel = json(p, MONDAY, &["releases", "--env", "dev"]).expect_code(0).json();
+    let rel = json(p, MONDAY, &["releases", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(rel["history"].as_array().unwrap().len(), 1);
     assert_eq!(rel["live"]["rollouts"].as_array().unwrap().len(), 2);
 
     // Human output: a summary table.
     push(p, "1.1.0");
-    let human = ferry(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.1.0"]).expect_code(0).stdout;
-    assert!(human.contains("HOST") && human.contains("deployed") && human.contains("succeeded"), "{human}");
+    let human = ferry(
+        p,
+        MONDAY,
+        &["rollout", "--env", "dev", "--artifact", "app@1.1.0"],
+    )
+    .expect_code(0)
+    .stdout;
+    assert!(
+        human.contains("HOST") && human.contains("deployed") && human.contains("succeeded"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -144,18 +195,40 @@ fn the_gates_of_promote_refuse_a_rollout_with_exit_3_and_touch_no_host() {
     let p = dir.path();
     push(p, "1.0.0");
     // Stage order: never live in dev.
-    let r = json(p, MONDAY, &["rollout", "--env", "production", "--artifact", "app@1.0.0"]).expect_code(3);
+    let r = json(
+        p,
+        MONDAY,
+        &["rollout", "--env", "production", "--artifact", "app@1.0.0"],
+    )
+    .expect_code(3);
     let r = r.json();
     assert_eq!(r["status"], "refused");
     assert!(r["detail"].as_str().unwrap().contains("dev"), "{r}");
     assert_eq!(host(&r, "h1")["status"], "not_reached");
-    json(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.0.0"]).expect_code(0);
+    json(
+        p,
+        MONDAY,
+        &["rollout", "--env", "dev", "--artifact", "app@1.0.0"],
+    )
+    .expect_code(0);
     // Production's default freeze: Fridays.
-    let r = json(p, FRIDAY, &["rollout", "--env", "production", "--artifact", "app@1.0.0"]).expect_code(3).json();
+    let r = json(
+        p,
+        FRIDAY,
+        &["rollout", "--env", "production", "--artifact", "app@1.0.0"],
+    )
+    .expect_code(3)
+    .json();
     assert_eq!(r["status"], "refused");
     assert!(r["detail"].as_str().unwrap().contains("freeze"), "{r}");
-    assert_eq!(fleet.deploys("h1"), ["1.0.0"], "only dev's rollout deployed");
-    let rel = json(p, MONDAY, &["releases", "--env", "production"]).expect_code(0).json();
+    assert_eq!(
+        fleet.deploys("h1"),
+        ["1.0.0"],
+        "only dev's rollout deployed"
+    );
+    let rel = json(p, MONDAY, &["releases", "--env", "production"])
+        .expect_code(0)
+        .json();
     assert!(rel["live"].is_null());
 }
 
@@ -168,13 +241,26 @@ fn a_halted_rollout_exits_1_and_says_which_host_and_why() {
     let dir = setup(&fleet, "batch_size = 1\n");
     let p = dir.path();
     push(p, "1.0.0");
-    let r = json(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.0.0"]).expect_code(1).json();
+    let r = json(
+        p,
+        MONDAY,
+        &["rollout", "--env", "dev", "--artifact", "app@1.0.0"],
+    )
+    .expect_code(1)
+    .json();
     assert_eq!(r["status"], "halted");
     assert_eq!(host(&r, "h1")["status"], "deployed");
     assert_eq!(host(&r, "h2")["status"], "failed");
-    assert!(host(&r, "h2")["detail"].as_str().unwrap().contains("exited with status 4"));
+    assert!(
+        host(&r, "h2")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 4")
+    );
     assert_eq!(host(&r, "h3")["status"], "not_reached");
-    let rel = json(p, MONDAY, &["releases", "--env", "dev"]).expect_code(0).json();
+    let rel = json(p, MONDAY, &["releases", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(rel["live"]["rollouts"][0]["status"], "halted");
 }
 
@@ -195,22 +281,55 @@ fn a_dry_run_prints_the_plan_and_changes_nothing() {
     );
     let p = dir.path();
     push(p, "1.0.0");
-    let human = ferry(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.0.0", "--dry-run"])
-        .expect_code(0)
-        .stdout;
-    assert!(human.contains("dry run") && human.contains("would promote"), "{human}");
-    assert!(human.contains("test bed: h2") && human.contains("batch 1: h1, h3"), "{human}");
-    assert!(human.contains(&format!("{}/h1 1.0.0", fleet.root().display())), "{human}");
-    let r = json(p, MONDAY, &["rollout", "--env", "dev", "--artifact", "app@1.0.0", "--dry-run"])
-        .expect_code(0)
-        .json();
+    let human = ferry(
+        p,
+        MONDAY,
+        &[
+            "rollout",
+            "--env",
+            "dev",
+            "--artifact",
+            "app@1.0.0",
+            "--dry-run",
+        ],
+    )
+    .expect_code(0)
+    .stdout;
+    assert!(
+        human.contains("dry run") && human.contains("would promote"),
+        "{human}"
+    );
+    assert!(
+        human.contains("test bed: h2") && human.contains("batch 1: h1, h3"),
+        "{human}"
+    );
+    assert!(
+        human.contains(&format!("{}/h1 1.0.0", fleet.root().display())),
+        "{human}"
+    );
+    let r = json(
+        p,
+        MONDAY,
+        &[
+            "rollout",
+            "--env",
+            "dev",
+            "--artifact",
+            "app@1.0.0",
+            "--dry-run",
+        ],
+    )
+    .expect_code(0)
+    .json();
     assert_eq!(r["dry_run"], true);
     assert_eq!(r["plan"]["gathered"][0]["load_balancer"], "UP");
     for h in ["h1", "h2", "h3"] {
         assert!(fleet.deploys(h).is_empty());
         assert_eq!(haproxy.status(h), "UP");
     }
-    let rel = json(p, MONDAY, &["releases", "--env", "dev"]).expect_code(0).json();
+    let rel = json(p, MONDAY, &["releases", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert!(rel["live"].is_null(), "nothing promoted: {rel}");
 }
 
@@ -261,7 +380,13 @@ fn smoke_runs_every_check_and_exits_1_when_one_fails() {
         .map(|s| assert!(s.success()))
         .unwrap_or_else(|_| {
             // Without the sqlite3 shell, ferry itself makes the table.
-            ferry_e2e::write_migration(p, 1, "orders", "CREATE TABLE orders (id INT); INSERT INTO orders VALUES (1);", "DROP TABLE orders;");
+            ferry_e2e::write_migration(
+                p,
+                1,
+                "orders",
+                "CREATE TABLE orders (id INT); INSERT INTO orders VALUES (1);",
+                "DROP TABLE orders;",
+            );
             ferry(p, MONDAY, &["migrate", "up", "--env", "dev"]).expect_code(0);
         });
     let cfg = std::fs::read_to_string(p.join("ferry.toml")).unwrap();
@@ -270,19 +395,27 @@ fn smoke_runs_every_check_and_exits_1_when_one_fails() {
          [[env.dev.smoke]]\nname = \"orders\"\nsql = \"SELECT count(*) > 0 FROM orders\"\nexpect = \"true\"\n"
     );
     std::fs::write(p.join("ferry.toml"), format!("{cfg}{checks}")).unwrap();
-    let r = json(p, MONDAY, &["smoke", "--env", "dev"]).expect_code(0).json();
+    let r = json(p, MONDAY, &["smoke", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(r["passed"], true);
     assert_eq!(r["checks"][1]["kind"], "sql");
-    let human = ferry(p, MONDAY, &["smoke", "--env", "dev"]).expect_code(0).stdout;
+    let human = ferry(p, MONDAY, &["smoke", "--env", "dev"])
+        .expect_code(0)
+        .stdout;
     assert!(human.contains("all 2 smoke check(s) passed"), "{human}");
     assert!(!human.contains('\u{1b}'), "no colour without a terminal");
 
     let failing = "[[env.dev.smoke]]\nname = \"write\"\nsql = \"DELETE FROM orders\"\n";
     std::fs::write(p.join("ferry.toml"), format!("{cfg}{checks}{failing}")).unwrap();
-    let r = json(p, MONDAY, &["smoke", "--env", "dev"]).expect_code(1).json();
+    let r = json(p, MONDAY, &["smoke", "--env", "dev"])
+        .expect_code(1)
+        .json();
     assert_eq!(r["passed"], false);
     assert_eq!(r["checks"][0]["passed"], true);
     assert_eq!(r["checks"][2]["passed"], false);
-    let r = json(p, MONDAY, &["smoke", "--env", "dev"]).expect_code(1).json();
+    let r = json(p, MONDAY, &["smoke", "--env", "dev"])
+        .expect_code(1)
+        .json();
     assert_eq!(r["checks"][1]["passed"], true, "the DELETE changed nothing");
 }

@@ -4,7 +4,6 @@
 use ferry_core::{CoreError, Settings};
 use ferry_promote::{
     GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, Release, Releases,
-    RollbackRequest,
 };
 
 use crate::env::Environment;

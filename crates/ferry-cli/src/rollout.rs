@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use ferry_core::{CoreError, Settings};
 use ferry_promote::{
-    Planned, PromoteRequest, Promoter, Releases, RolloutHostRecord,
-    RolloutRecord,
+    Planned, PromoteRequest, Promoter, Releases, RolloutHostRecord, RolloutRecord,
 };
 use ferry_rollout::{
     FleetConfig, HostPhase, HostStatus, RolloutObserver, RolloutReport, RolloutRequest,
@@ -65,10 +64,13 @@ async fn smoke(
             ),
         }));
     }
-    let report =
-        ferry_rollout::smoke::run(env, &fleet.smoke, settings.database_url.as_ref()).await;
+    let report = ferry_rollout::smoke::run(env, &fleet.smoke, settings.database_url.as_ref()).await;
     printer.emit(&report, smoke_text);
-    Ok(if report.passed { exit::OK } else { exit::FAILED })
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 fn smoke_text(r: &SmokeReport) -> String {
@@ -170,9 +172,15 @@ async fn rollout(
                 c.seq,
                 c.previous,
                 if c.already_live {
-                    format!("{} is already live in {env} (release {})", target.version, c.seq)
+                    format!(
+                        "{} is already live in {env} (release {})",
+                        target.version, c.seq
+                    )
                 } else {
-                    format!("would promote {} to {env} as release {}", target.version, c.seq)
+                    format!(
+                        "would promote {} to {env} as release {}",
+                        target.version, c.seq
+                    )
                 },
             ),
             Err(e) if e.is_refusal() => return refused(e),
@@ -186,9 +194,15 @@ async fn rollout(
             Err(e) => return Err(e.into()),
         };
         let what = if report.changed {
-            format!("promoted {} to {env} (release {})", target.version, report.release.seq)
+            format!(
+                "promoted {} to {env} (release {})",
+                target.version, report.release.seq
+            )
         } else {
-            format!("{} was already live in {env} (release {})", target.version, report.release.seq)
+            format!(
+                "{} was already live in {env} (release {})",
+                target.version, report.release.seq
+            )
         };
         (report.release.seq, report.previous, what)
     };
@@ -237,7 +251,9 @@ async fn rollout(
             rollback: false,
             actor,
             at: now,
-            reason: reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()),
+            reason: reason
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()),
             stopped: report.stopped,
             hosts: report
                 .hosts
@@ -298,7 +314,9 @@ fn rollout_text(r: &RolloutReport, promotion: Option<&str>) -> String {
             &rows,
         ));
         if let Some(tb) = &r.plan.testbed {
-            s.push_str(&format!("\ntest bed: {tb} (goes first, alone, and soaks)\n"));
+            s.push_str(&format!(
+                "\ntest bed: {tb} (goes first, alone, and soaks)\n"
+            ));
         }
         for (i, b) in r.plan.batches.iter().enumerate() {
             s.push_str(&format!("batch {}: {}\n", i + 1, b.join(", ")));
@@ -382,7 +400,15 @@ pub(crate) fn rollouts_text(r: &Releases, s: &mut String) {
     }
     s.push_str("\nrollouts:\n");
     s.push_str(&table(
-        &["RELEASE", "VERSION", "STATUS", "LIVE", "OTHER HOSTS", "AT", "ACTOR"],
+        &[
+            "RELEASE",
+            "VERSION",
+            "STATUS",
+            "LIVE",
+            "OTHER HOSTS",
+            "AT",
+            "ACTOR",
+        ],
         &rows,
     ));
 }

@@ -107,7 +107,9 @@ impl LoadBalancerConfig {
         let admin = self.admin.as_deref().unwrap_or("");
         if let Some(path) = admin.strip_prefix("unix://") {
             if path.is_empty() {
-                return Err("unix:// needs a socket path, e.g. unix:///run/haproxy/admin.sock".into());
+                return Err(
+                    "unix:// needs a socket path, e.g. unix:///run/haproxy/admin.sock".into(),
+                );
             }
             return Ok(AdminAddress::Unix(path.into()));
         }
@@ -186,7 +188,10 @@ impl SmokeCheck {
     }
 
     pub fn timeout(&self) -> Duration {
-        secs(self.timeout_seconds.unwrap_or(DEFAULT_SMOKE_TIMEOUT_SECONDS))
+        secs(
+            self.timeout_seconds
+                .unwrap_or(DEFAULT_SMOKE_TIMEOUT_SECONDS),
+        )
     }
 }
 
@@ -276,7 +281,8 @@ impl FleetConfig {
                 ));
             }
             Some(BatchSize::Text(t)) => {
-                parse_batch_text(t).map_err(|reason| bad("batch_size", format!("{t:?}"), reason))?;
+                parse_batch_text(t)
+                    .map_err(|reason| bad("batch_size", format!("{t:?}"), reason))?;
             }
         }
 
@@ -284,7 +290,11 @@ impl FleetConfig {
         for (i, h) in self.hosts.iter().enumerate() {
             let key = |k: &str| format!("hosts[{i}].{k}");
             if h.name.trim().is_empty() {
-                return Err(bad(&key("name"), String::new(), "a host needs a name".into()));
+                return Err(bad(
+                    &key("name"),
+                    String::new(),
+                    "a host needs a name".into(),
+                ));
             }
             if h.name.contains(['/', ' ', '\n', '\t']) {
                 return Err(bad(
@@ -301,7 +311,8 @@ impl FleetConfig {
                     "another host has this name; host names must be unique".into(),
                 ));
             }
-            check_http_url(&h.health_url).map_err(|r| bad(&key("health_url"), h.health_url.clone(), r))?;
+            check_http_url(&h.health_url)
+                .map_err(|r| bad(&key("health_url"), h.health_url.clone(), r))?;
             if let Some(u) = &h.version_url {
                 check_http_url(u).map_err(|r| bad(&key("version_url"), u.clone(), r))?;
             }
@@ -356,8 +367,13 @@ impl FleetConfig {
                     "a load balancer needs the backend whose servers are named after the hosts, e.g. backend = \"app\"".into(),
                 ));
             }
-            lb.admin_address()
-                .map_err(|r| bad("load_balancer.admin", lb.admin.clone().unwrap_or_default(), r))?;
+            lb.admin_address().map_err(|r| {
+                bad(
+                    "load_balancer.admin",
+                    lb.admin.clone().unwrap_or_default(),
+                    r,
+                )
+            })?;
             for key in ["drain_command", "undrain_command"] {
                 let set = if key == "drain_command" {
                     self.drain_command.is_some()
@@ -378,7 +394,11 @@ impl FleetConfig {
         for (i, c) in self.smoke.iter().enumerate() {
             let key = |k: &str| format!("smoke[{i}].{k}");
             if c.name.trim().is_empty() {
-                return Err(bad(&key("name"), String::new(), "a smoke check needs a name".into()));
+                return Err(bad(
+                    &key("name"),
+                    String::new(),
+                    "a smoke check needs a name".into(),
+                ));
             }
             if !smoke_names.insert(c.name.as_str()) {
                 return Err(bad(
@@ -421,7 +441,11 @@ impl FleetConfig {
             if let Some(s) = c.status
                 && !(100..=599).contains(&s)
             {
-                return Err(bad(&key("status"), s.to_string(), "an HTTP status is 100 to 599".into()));
+                return Err(bad(
+                    &key("status"),
+                    s.to_string(),
+                    "an HTTP status is 100 to 599".into(),
+                ));
             }
             seconds(&key("timeout_seconds"), c.timeout_seconds, true)?;
         }
@@ -517,11 +541,17 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = err(&format!("testbed = \"h9\"\n{HOSTS}"));
-        assert!(e.contains("env.prod.testbed") && e.contains("h1, h2"), "{e}");
+        assert!(
+            e.contains("env.prod.testbed") && e.contains("h1, h2"),
+            "{e}"
+        );
         let e = err(&format!("batch_size = 0\n{HOSTS}"));
         assert!(e.contains("env.prod.batch_size"), "{e}");
         let e = err(&format!("batch_size = \"150%\"\n{HOSTS}"));
-        assert!(e.contains("env.prod.batch_size") && e.contains("100%"), "{e}");
+        assert!(
+            e.contains("env.prod.batch_size") && e.contains("100%"),
+            "{e}"
+        );
         let e = err(&format!("batch_size = \"0%\"\n{HOSTS}"));
         assert!(e.contains("env.prod.batch_size"), "{e}");
         let e = err(&format!(
@@ -542,7 +572,9 @@ mod tests {
         assert!(e.contains("env.prod.settle_seconds"), "{e}");
         let e = err("[[env.prod.hosts]]\nname = \"h1\"\nhealth_url = \"ftp://x/\"\n");
         assert!(e.contains("env.prod.hosts[0].health_url"), "{e}");
-        let e = err(&format!("{HOSTS}[[env.prod.hosts]]\nname = \"h1\"\nhealth_url = \"http://x/\"\n"));
+        let e = err(&format!(
+            "{HOSTS}[[env.prod.hosts]]\nname = \"h1\"\nhealth_url = \"http://x/\"\n"
+        ));
         assert!(e.contains("env.prod.hosts[2].name"), "{e}");
         let e = err("[[env.prod.smoke]]\nname = \"a\"\nhttp = \"http://x/\"\nsql = \"SELECT 1\"\n");
         assert!(e.contains("env.prod.smoke[0]"), "{e}");

@@ -238,7 +238,10 @@ impl History {
             let taken = store
                 .list(&prefix)
                 .await
-                .map_err(PromoteError::store(format!("listing {prefix} in {}", store.url())))?;
+                .map_err(PromoteError::store(format!(
+                    "listing {prefix} in {}",
+                    store.url()
+                )))?;
             record.n = taken
                 .iter()
                 .filter_map(|m| {
@@ -252,11 +255,12 @@ impl History {
                 .unwrap_or(0)
                 + 1;
             let key = rollout_key(env, record.seq, record.n);
-            let bytes = serde_json::to_vec_pretty(&record).map_err(|e| PromoteError::BadRecord {
-                key: key.clone(),
-                store: store.url(),
-                message: e.to_string(),
-            })?;
+            let bytes =
+                serde_json::to_vec_pretty(&record).map_err(|e| PromoteError::BadRecord {
+                    key: key.clone(),
+                    store: store.url(),
+                    message: e.to_string(),
+                })?;
             match store.put_bytes(&key, bytes, PutMode::IfAbsent).await {
                 Ok(()) => return Ok(record),
                 Err(StoreError::AlreadyExists { .. }) => continue,

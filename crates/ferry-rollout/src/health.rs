@@ -27,7 +27,12 @@ impl Checker {
     }
 
     async fn get(&self, url: &str) -> Result<(u16, String), String> {
-        let resp = self.http.get(url).send().await.map_err(|e| self.describe(url, e))?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.describe(url, e))?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| self.describe(url, e))?;
         Ok((status, body))
@@ -81,9 +86,7 @@ impl Checker {
 /// Whether a reported version is the target's: its version, its digest, or the digest's hex.
 pub fn is_target(reported: &str, target: &Target) -> bool {
     let r = reported.trim();
-    r == target.version
-        || r == target.digest
-        || target.digest.strip_prefix("sha256:") == Some(r)
+    r == target.version || r == target.digest || target.digest.strip_prefix("sha256:") == Some(r)
 }
 
 fn shown(body: &str) -> String {

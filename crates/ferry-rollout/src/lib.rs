@@ -11,7 +11,7 @@
 //!    touched.
 //! 3. **Batches**, hosts in parallel within one: drain (and wait until its sessions reach 0 or
 //!    `drain_seconds` pass), run the deploy command, wait `settle_seconds`, check health and
-//!    version, put it back. A host that fails any step stays out of traffic (HAProxy `maint`;
+//!    version, put it back, and (HAProxy) wait until its own checks report the host up. A host that fails any step stays out of traffic (HAProxy `maint`;
 //!    with commands: not undrained), is reported with what failed, and no further batch starts:
 //!    the rest are `not_reached`.
 //! 4. **Final check.** Every deployed host must still report the release; one that does not is
@@ -54,6 +54,8 @@ use lb::{AdminState, LoadBalancer, ServerState};
 
 /// How often draining sessions are counted.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// Most time for the load balancer's own checks to take a host back after `ready`.
+const READY_WAIT: Duration = Duration::from_secs(30);
 /// Longest gap between two health checks of a soaking test bed.
 const SOAK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -291,13 +293,12 @@ pub async fn rollout(
     let fleet = req.fleet;
     let env = req.target.env.clone();
     fleet.validate(&env)?;
-    let template = if req.rollback {
-        fleet
+    let template = match req.rollback {
+        true => fleet
             .undeploy_command
             .as_deref()
-            .or(fleet.deploy_command.as_deref())
-    } else {
-        fleet.deploy_command.as_deref()
+            .or(fleet.deploy_command.as_deref()),
+        false => fleet.deploy_command.as_deref(),
     }
     .ok_or_else(|| RolloutError::NoDeployCommand { env: env.clone() })?;
 
@@ -343,11 +344,12 @@ pub async fn rollout(
     };
     let lb: Box<dyn LoadBalancer> = match &fleet.load_balancer {
         Some(cfg) => Box::new(Haproxy::new(
-            cfg.admin_address().map_err(|reason| ferry_core::CoreError::BadValue {
-                what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
-                value: cfg.admin.clone().unwrap_or_default(),
-                reason,
-            })?,
+            cfg.admin_address()
+                .map_err(|reason| ferry_core::CoreError::BadValue {
+                    what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
+                    value: cfg.admin.clone().unwrap_or_default(),
+                    reason,
+                })?,
             cfg.backend.as_deref().unwrap_or_default(),
             fleet.health_timeout(),
         )),
@@ -593,7 +595,9 @@ impl Run<'_> {
                     self.target.version
                 )),
                 Ok(None) => None,
-                Err(e) => Some(format!("its version could not be read at the final check: {e}")),
+                Err(e) => Some(format!(
+                    "its version could not be read at the final check: {e}"
+                )),
             };
             let r = reports.get_mut(&name).expect("a reported host");
             if let Ok(Some(v)) = &v {
@@ -648,8 +652,7 @@ impl Run<'_> {
         lb: Option<Option<&ServerState>>,
         rollback: bool,
     ) -> (Gathered, Decision) {
-        let (health, version) =
-            tokio::join!(self.checker.health(host), self.checker.version(host));
+        let (health, version) = tokio::join!(self.checker.health(host), self.checker.version(host));
         let version = version.ok().flatten();
         let lb_word = lb.map(|s| {
             s.map(|s| s.status.clone())
@@ -681,10 +684,9 @@ impl Run<'_> {
                 "drained in the load balancer ({}): someone took it out of traffic",
                 s.status
             )),
-            (Some(Some(s)), Ok(())) if !s.up => Decision::Skipped(format!(
-                "the load balancer reports it down ({})",
-                s.status
-            )),
+            (Some(Some(s)), Ok(())) if !s.up => {
+                Decision::Skipped(format!("the load balancer reports it down ({})", s.status))
+            }
             _ => Decision::Planned,
         };
         let gathered = Gathered {
@@ -811,6 +813,14 @@ impl Run<'_> {
         if let Err(e) = self.lb.ready(name).await {
             return fail(report, format!("could not be put back into traffic: {e}"));
         }
+        // Back in traffic only once the load balancer's own health checks agree: the next
+        // batch must not drain hosts while this one is not yet serving.
+        if self.lb.counts_sessions()
+            && let Err(why) = self.wait_in_traffic(name).await
+        {
+            let out = self.take_out(name).await;
+            return fail(report, format!("{why}{out}"));
+        }
         self.observer.host(name, HostPhase::Healthy);
         report.status = HostStatus::Deployed;
         report.duration_ms = ms(started.elapsed());
@@ -818,6 +828,30 @@ impl Run<'_> {
             report.detail = Some(notes.join("; "));
         }
         report
+    }
+
+    /// Waits until the load balancer reports the host up and ready, at most [`READY_WAIT`].
+    async fn wait_in_traffic(&self, name: &str) -> Result<(), String> {
+        let end = Instant::now() + READY_WAIT;
+        loop {
+            let seen = match self.lb.states().await {
+                Ok(Some(m)) => match m.get(name) {
+                    Some(s) if s.up && s.admin == AdminState::Ready => return Ok(()),
+                    Some(s) => s.status.clone(),
+                    None => "no such server".into(),
+                },
+                Ok(None) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() >= end {
+                return Err(format!(
+                    "healthy, but {} did not report it up within {}s of `ready` ({seen}): its own health check disagrees",
+                    self.lb.describe(),
+                    READY_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     }
 
     /// Health (and version) checks every few seconds for `testbed_soak_seconds`.
@@ -834,7 +868,10 @@ impl Run<'_> {
             self.checker.health(host).await?;
             if let Some(v) = self.checker.version(host).await? {
                 if !health::is_target(&v, self.target) {
-                    return Err(format!("it reports version {v}, not {}", self.target.version));
+                    return Err(format!(
+                        "it reports version {v}, not {}",
+                        self.target.version
+                    ));
                 }
             }
         }

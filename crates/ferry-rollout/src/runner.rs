@@ -194,7 +194,10 @@ mod tests {
             undeploy: "",
         };
         assert_eq!(
-            fill("./deploy.sh {host} {version} {digest} {name} {env} {other} {undeploy}", &p),
+            fill(
+                "./deploy.sh {host} {version} {digest} {name} {env} {other} {undeploy}",
+                &p
+            ),
             "./deploy.sh h1 1.2.0 sha256:ab 'my app' prod {other} ''"
         );
         assert_eq!(shell_quote("it's; rm -rf /"), r#"'it'\''s; rm -rf /'"#);

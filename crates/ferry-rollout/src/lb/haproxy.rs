@@ -55,9 +55,12 @@ impl Haproxy {
                 }
             }
         };
-        tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| format!("{} did not answer `{cmd}` within {:?}", self.admin, self.timeout))?
+        tokio::time::timeout(self.timeout, run).await.map_err(|_| {
+            format!(
+                "{} did not answer `{cmd}` within {:?}",
+                self.admin, self.timeout
+            )
+        })?
     }
 
     async fn set_state(&self, host: &str, state: &str) -> Result<(), String> {
@@ -118,7 +121,10 @@ fn parse(
     let mut lines = servers.lines().filter(|l| !l.trim().is_empty());
     let version = lines.next().unwrap_or("");
     if version.trim().parse::<u32>().is_err() {
-        return Err(unexpected(&format!("show servers state {backend}"), servers));
+        return Err(unexpected(
+            &format!("show servers state {backend}"),
+            servers,
+        ));
     }
     let mut cols: Vec<String> = Vec::new();
     let mut states = BTreeMap::new();
@@ -139,7 +145,10 @@ fn parse(
             get("srv_op_state"),
             get("srv_admin_state"),
         ) else {
-            return Err(unexpected(&format!("show servers state {backend}"), servers));
+            return Err(unexpected(
+                &format!("show servers state {backend}"),
+                servers,
+            ));
         };
         if be != backend {
             continue;

@@ -36,7 +36,11 @@ pub struct CheckReport {
 }
 
 /// Runs every check; the report lists them in configuration order.
-pub async fn run(env: &str, checks: &[SmokeCheck], database_url: Option<&DatabaseUrl>) -> SmokeReport {
+pub async fn run(
+    env: &str,
+    checks: &[SmokeCheck],
+    database_url: Option<&DatabaseUrl>,
+) -> SmokeReport {
     let http = reqwest::Client::builder()
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .build();
@@ -52,7 +56,11 @@ pub async fn run(env: &str, checks: &[SmokeCheck], database_url: Option<&Databas
     }
 }
 
-async fn one(check: &SmokeCheck, http: Option<&reqwest::Client>, db: Option<&DatabaseUrl>) -> CheckReport {
+async fn one(
+    check: &SmokeCheck,
+    http: Option<&reqwest::Client>,
+    db: Option<&DatabaseUrl>,
+) -> CheckReport {
     let kind = check.kind();
     let timeout = check.timeout();
     let start = Instant::now();
@@ -90,26 +98,37 @@ fn seconds(d: Duration) -> String {
 
 async fn http_check(client: &reqwest::Client, check: &SmokeCheck) -> Result<String, String> {
     let url = check.http.as_deref().unwrap_or_default();
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| if e.is_connect() { format!("cannot connect to {url}") } else { format!("{url}: {e}") })?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        if e.is_connect() {
+            format!("cannot connect to {url}")
+        } else {
+            format!("{url}: {e}")
+        }
+    })?;
     let status = resp.status().as_u16();
     let want = check.status.unwrap_or(200);
-    let body = resp.text().await.map_err(|e| format!("reading {url}: {e}"))?;
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading {url}: {e}"))?;
     if status != want {
         return Err(format!("HTTP {status}, expected {want}"));
     }
     if let Some(text) = &check.contains
         && !body.contains(text.as_str())
     {
-        return Err(format!("HTTP {status} but the body does not contain {text:?}"));
+        return Err(format!(
+            "HTTP {status} but the body does not contain {text:?}"
+        ));
     }
     Ok(format!("HTTP {status}"))
 }
 
-async fn sql_check(check: &SmokeCheck, db: Option<&DatabaseUrl>, timeout: Duration) -> Result<String, String> {
+async fn sql_check(
+    check: &SmokeCheck,
+    db: Option<&DatabaseUrl>,
+    timeout: Duration,
+) -> Result<String, String> {
     let Some(url) = db else {
         return Err("no database URL for this environment (database_url in ferry.toml, --database-url or DATABASE_URL)".into());
     };

@@ -4,7 +4,8 @@
 //!   extended protocol refuses a second statement, so `COMMIT; DELETE …` cannot escape).
 //! - MySQL/MariaDB: `SET SESSION TRANSACTION READ ONLY`, then `START TRANSACTION READ ONLY`,
 //!   one prepared statement.
-//! - SQLite: the file is opened read-only and `PRAGMA query_only = ON`; a progress handler
+//! - SQLite: the file is opened read-only and `PRAGMA query_only = ON` (a file that does not
+//!   exist is an empty database, as SQLite has it, and is not created); a progress handler
 //!   interrupts the query at its timeout.
 //!
 //! Every transaction is rolled back. The first column of the first row is read as text.
@@ -64,8 +65,13 @@ pub(super) async fn first_value(
                     ("statement_timeout", ms.as_str()),
                 ]);
             let mut conn = opts.connect().await.map_err(err)?;
-            sqlx::raw_sql("BEGIN READ ONLY").execute(&mut conn).await.map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await;
+            sqlx::raw_sql("BEGIN READ ONLY")
+                .execute(&mut conn)
+                .await
+                .map_err(err)?;
+            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_optional(&mut conn)
+                .await;
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
             let _ = conn.close().await;
             let Some(row) = row.map_err(err)? else {
@@ -74,7 +80,8 @@ pub(super) async fn first_value(
             decode!(row, "BOOL" => bool, i16, i32, i64, f32, f64, String).map(Some)
         }
         Engine::MySql => {
-            let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url.for_driver()).map_err(err)?;
+            let opts =
+                sqlx::mysql::MySqlConnectOptions::from_str(&url.for_driver()).map_err(err)?;
             let mut conn = opts.connect().await.map_err(err)?;
             sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
                 .execute(&mut conn)
@@ -84,7 +91,9 @@ pub(super) async fn first_value(
                 .execute(&mut conn)
                 .await
                 .map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await;
+            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_optional(&mut conn)
+                .await;
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
             let _ = conn.close().await;
             let Some(row) = row.map_err(err)? else {
@@ -92,13 +101,26 @@ pub(super) async fn first_value(
             };
             decode!(row, "BOOLEAN" => bool, i64, u64, f64, String)
                 // DECIMAL and friends arrive as text in MySQL's binary protocol.
-                .or_else(|e| row.try_get_unchecked::<Option<String>, _>(0).map(|v| v.unwrap_or_else(|| "null".into())).map_err(|_| e))
+                .or_else(|e| {
+                    row.try_get_unchecked::<Option<String>, _>(0)
+                        .map(|v| v.unwrap_or_else(|| "null".into()))
+                        .map_err(|_| e)
+                })
                 .map(Some)
         }
         Engine::Sqlite => {
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url.for_driver())
+            // A file that does not exist reads as an empty database (SQLite's own rule), and a
+            // smoke check must not create it.
+            let path = ferry_core::url::sqlite_path(url.expose());
+            let missing = path != ":memory:" && !std::path::Path::new(path).exists();
+            let source = if missing {
+                "sqlite::memory:".to_string()
+            } else {
+                url.for_driver()
+            };
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&source)
                 .map_err(err)?
-                .read_only(true)
+                .read_only(!missing)
                 .create_if_missing(false);
             let mut conn = opts.connect().await.map_err(err)?;
             // SQLite runs the query on its own thread, which a dropped future does not stop:
@@ -112,7 +134,9 @@ pub(super) async fn first_value(
                 .execute(&mut conn)
                 .await
                 .map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await;
+            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_optional(&mut conn)
+                .await;
             let _ = conn.close().await;
             let Some(row) = row.map_err(err)? else {
                 return Ok(None);
@@ -121,4 +145,3 @@ pub(super) async fn first_value(
         }
     }
 }
-

@@ -56,8 +56,13 @@ impl Traffic {
             .unwrap();
         let tasks = (0..clients)
             .map(|_| {
-                let (stop, ok, failed, http, url) =
-                    (stop.clone(), ok.clone(), failed.clone(), http.clone(), url.clone());
+                let (stop, ok, failed, http, url) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    http.clone(),
+                    url.clone(),
+                );
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         match http.get(&url).send().await {
@@ -138,9 +143,11 @@ async fn four_hosts_in_batches_of_two_behind_haproxy_fail_no_request() {
             .unwrap_or(0)
             > 0
     };
-    haproxy.wait_until(Duration::from_secs(10), "slow requests on h1 and h2", |_| {
-        busy("h1") && busy("h2")
-    });
+    haproxy.wait_until(
+        Duration::from_secs(10),
+        "slow requests on h1 and h2",
+        |_| busy("h1") && busy("h2"),
+    );
 
     let rec = Recorder::default();
     let started = Instant::now();
@@ -150,7 +157,10 @@ async fn four_hosts_in_batches_of_two_behind_haproxy_fail_no_request() {
 
     assert_eq!(report.status, RolloutStatus::Succeeded, "{report:#?}");
     assert!(report.all_live(), "{report:#?}");
-    assert_eq!(report.plan.batches, vec![vec!["h1", "h2"], vec!["h3", "h4"]]);
+    assert_eq!(
+        report.plan.batches,
+        vec![vec!["h1", "h2"], vec!["h3", "h4"]]
+    );
     for h in ["h1", "h2", "h3", "h4"] {
         assert_eq!(status_of(&report, h), HostStatus::Deployed, "{report:#?}");
         assert_eq!(fleet.version(h), NEW);
@@ -164,16 +174,22 @@ async fn four_hosts_in_batches_of_two_behind_haproxy_fail_no_request() {
         ok + failed.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(ok > 20, "only {ok} requests went through during {elapsed:?}");
+    assert!(
+        ok > 20,
+        "only {ok} requests went through during {elapsed:?}"
+    );
     // Every slow request completed, and on the old release: the deploy (which kills the
     // process) waited until its host had drained.
     for s in slow {
         let (status, body) = s.await.unwrap().expect("slow request completed");
         assert_eq!(status, 200, "{body}");
-        assert!(body.ends_with(OLD), "{body}");
+        assert!(body.trim_end().ends_with(OLD), "{body}");
     }
     // Batches in order: the second batch drained after the first was healthy again.
-    let first_done = rec.first("h1", HostPhase::Healthy).unwrap().max(rec.first("h2", HostPhase::Healthy).unwrap());
+    let first_done = rec
+        .first("h1", HostPhase::Healthy)
+        .unwrap()
+        .max(rec.first("h2", HostPhase::Healthy).unwrap());
     assert!(rec.first("h3", HostPhase::Draining).unwrap() >= first_done);
     assert_eq!(
         rec.phases("h1"),
@@ -211,7 +227,12 @@ async fn without_a_load_balancer_drain_and_undrain_commands_wrap_each_deploy() {
         .collect();
     for h in ["h1", "h2", "h3", "h4"] {
         assert_eq!(fleet.version(h), NEW);
-        let at = |l: String| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("{l} in {lines:?}"));
+        let at = |l: String| {
+            lines
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or_else(|| panic!("{l} in {lines:?}"))
+        };
         let (d, x, u) = (
             at(format!("drain {h}")),
             at(format!("deploy {h}")),
@@ -221,8 +242,14 @@ async fn without_a_load_balancer_drain_and_undrain_commands_wrap_each_deploy() {
     }
     // Batches of two: both of the first batch undrained before the second drains.
     let pos = |l: &str| lines.iter().position(|x| x == l).unwrap();
-    assert!(pos(&format!("undrain h2 {NEW}")) < pos("drain h3"), "{lines:?}");
-    assert!(pos(&format!("undrain h1 {NEW}")) < pos("drain h4"), "{lines:?}");
+    assert!(
+        pos(&format!("undrain h2 {NEW}")) < pos("drain h3"),
+        "{lines:?}"
+    );
+    assert!(
+        pos(&format!("undrain h1 {NEW}")) < pos("drain h4"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,16 +262,30 @@ async fn unhealthy_and_maintenance_hosts_are_skipped_and_never_deployed_to() {
     };
     fleet.set_unhealthy("h2", true);
     haproxy.set_state("h3", "maint");
-    let config = fleet_config(&lb_keys(&fleet, &haproxy, "batch_size = 2\nsettle_seconds = 0"));
+    let config = fleet_config(&lb_keys(
+        &fleet,
+        &haproxy,
+        "batch_size = 2\nsettle_seconds = 0",
+    ));
     let report = rollout(request(&config), &Quiet).await.unwrap();
     assert_eq!(report.status, RolloutStatus::Succeeded, "{report:#?}");
     assert_eq!(status_of(&report, "h2"), HostStatus::Skipped);
-    assert!(detail_of(&report, "h2").contains("unhealthy before"), "{report:#?}");
+    assert!(
+        detail_of(&report, "h2").contains("unhealthy before"),
+        "{report:#?}"
+    );
     assert_eq!(status_of(&report, "h3"), HostStatus::Skipped);
-    assert!(detail_of(&report, "h3").contains("maintenance"), "{report:#?}");
+    assert!(
+        detail_of(&report, "h3").contains("maintenance"),
+        "{report:#?}"
+    );
     assert!(fleet.deploys("h2").is_empty() && fleet.deploys("h3").is_empty());
     assert_eq!(fleet.version("h2"), OLD);
-    assert_eq!(haproxy.status("h3"), "MAINT", "a skipped host is left as it was");
+    assert_eq!(
+        haproxy.status("h3"),
+        "MAINT",
+        "a skipped host is left as it was"
+    );
     for h in ["h1", "h4"] {
         assert_eq!(status_of(&report, h), HostStatus::Deployed);
         assert_eq!(fleet.version(h), NEW);
@@ -272,15 +313,25 @@ async fn a_host_unhealthy_after_its_deploy_halts_and_stays_out_of_traffic() {
     assert_eq!(status_of(&report, "h1"), HostStatus::Deployed);
     assert_eq!(status_of(&report, "h2"), HostStatus::Failed);
     let d = detail_of(&report, "h2");
-    assert!(d.contains("unhealthy after its deploy") && d.contains("HTTP 500"), "{d}");
+    assert!(
+        d.contains("unhealthy after its deploy") && d.contains("HTTP 500"),
+        "{d}"
+    );
     for h in ["h3", "h4"] {
         assert_eq!(status_of(&report, h), HostStatus::NotReached);
-        assert!(fleet.deploys(h).is_empty(), "{h} never received the deploy command");
+        assert!(
+            fleet.deploys(h).is_empty(),
+            "{h} never received the deploy command"
+        );
         assert_eq!(fleet.version(h), OLD);
     }
-    assert_eq!(haproxy.status("h2"), "MAINT", "the failed host stays out of traffic");
+    assert_eq!(
+        haproxy.status("h2"),
+        "MAINT",
+        "the failed host stays out of traffic"
+    );
     assert_eq!(haproxy.status("h1"), "UP");
-    assert!(report.detail.unwrap().contains("h2"));
+    assert!(report.detail.as_deref().unwrap().contains("h2"));
     assert_eq!(report.deployed_hosts(), ["h1", "h2"]);
     assert!(!report.all_live());
 }
@@ -299,7 +350,10 @@ async fn a_failing_deploy_command_is_reported_with_its_status_and_last_lines() {
     let report = rollout(request(&config), &Quiet).await.unwrap();
     assert_eq!(report.status, RolloutStatus::Halted);
     let d = detail_of(&report, "h1");
-    assert!(d.contains("exited with status 7") && d.contains("disk full"), "{d}");
+    assert!(
+        d.contains("exited with status 7") && d.contains("disk full"),
+        "{d}"
+    );
     // Its batch-mate went on in parallel; the next batch never started.
     assert_eq!(status_of(&report, "h2"), HostStatus::Deployed);
     assert_eq!(status_of(&report, "h3"), HostStatus::NotReached);
@@ -325,7 +379,9 @@ async fn a_host_on_the_wrong_version_at_the_final_check_is_stopped() {
                 fleet.deploy_command()
             ),
         );
-    let report = rollout(request(&fleet_config(&keys)), &Quiet).await.unwrap();
+    let report = rollout(request(&fleet_config(&keys)), &Quiet)
+        .await
+        .unwrap();
     // One stopped, max_failed = 1: not failed, but said, and not all live.
     assert_eq!(report.status, RolloutStatus::Succeeded, "{report:#?}");
     assert_eq!(report.stopped, 1);
@@ -354,7 +410,7 @@ async fn more_stopped_hosts_than_max_failed_fail_the_rollout() {
     let report = rollout(request(&config), &Quiet).await.unwrap();
     assert_eq!(report.status, RolloutStatus::Failed, "{report:#?}");
     assert_eq!(report.stopped, 2);
-    assert!(report.detail.unwrap().contains("max_failed = 1"));
+    assert!(report.detail.as_deref().unwrap().contains("max_failed = 1"));
     assert_eq!(status_of(&report, "h3"), HostStatus::Deployed);
 }
 
@@ -406,7 +462,7 @@ async fn a_test_bed_failing_its_soak_touches_nothing_else() {
     // The test bed turns unhealthy while it soaks, as a release with a slow leak would.
     let state = fleet.host("h1").state.clone();
     let rec = Recorder {
-        on: Some(Box::new(move |name, phase| {
+        on: Some(Box::new(move |name: &str, phase: HostPhase| {
             if name == "h1" && phase == HostPhase::Soaking {
                 std::fs::write(state.join("unhealthy"), "").unwrap();
             }
@@ -428,7 +484,13 @@ async fn a_test_bed_failing_its_soak_touches_nothing_else() {
     let report = rollout(request(&config), &Quiet).await.unwrap();
     assert_eq!(report.status, RolloutStatus::Halted);
     assert_eq!(status_of(&report, "h1"), HostStatus::Skipped);
-    assert!(report.detail.unwrap().contains("test bed h1 was skipped"));
+    assert!(
+        report
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("test bed h1 was skipped")
+    );
     assert_eq!(fleet.deploys("h1"), [NEW], "no second deploy");
     assert!(fleet.deploys("h2").is_empty());
 }
@@ -442,7 +504,11 @@ async fn a_rollback_of_a_halted_rollout_brings_every_deployed_host_back() {
         return;
     };
     fleet.break_on_deploy("h3", NEW);
-    let config = fleet_config(&lb_keys(&fleet, &haproxy, "batch_size = 1\nsettle_seconds = 0.2"));
+    let config = fleet_config(&lb_keys(
+        &fleet,
+        &haproxy,
+        "batch_size = 1\nsettle_seconds = 0.2",
+    ));
     let halted = rollout(request(&config), &Quiet).await.unwrap();
     assert_eq!(halted.status, RolloutStatus::Halted, "{halted:#?}");
     assert_eq!(halted.deployed_hosts(), ["h1", "h2", "h3"]);
@@ -468,7 +534,10 @@ async fn a_rollback_of_a_halted_rollout_brings_every_deployed_host_back() {
     )
     .await
     .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(30), "no soak in a rollback");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no soak in a rollback"
+    );
     assert_eq!(back.status, RolloutStatus::Succeeded, "{back:#?}");
     assert!(back.all_live(), "{back:#?}");
     for h in ["h1", "h2", "h3"] {
@@ -492,7 +561,11 @@ async fn a_dry_run_plans_and_changes_nothing() {
         return;
     };
     fleet.set_unhealthy("h3", true);
-    let config = fleet_config(&lb_keys(&fleet, &haproxy, "batch_size = 1\nsettle_seconds = 0"));
+    let config = fleet_config(&lb_keys(
+        &fleet,
+        &haproxy,
+        "batch_size = 1\nsettle_seconds = 0",
+    ));
     let report = rollout(
         RolloutRequest {
             dry_run: true,

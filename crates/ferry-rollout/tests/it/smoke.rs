@@ -17,7 +17,8 @@ fn check<'a>(r: &'a SmokeReport, name: &str) -> &'a ferry_rollout::CheckReport {
 }
 
 async fn orders(db: &TestDb) {
-    db.exec("CREATE TABLE orders (id INT PRIMARY KEY, total INT)").await;
+    db.exec("CREATE TABLE orders (id INT PRIMARY KEY, total INT)")
+        .await;
     db.exec("INSERT INTO orders VALUES (1, 10), (2, 20)").await;
 }
 
@@ -62,12 +63,20 @@ async fn smoke_on(kind: Kind, sleep_sql: &str) {
     assert!(!report.passed, "{report:#?}");
     assert_eq!(report.checks.len(), 10, "every check ran");
     assert_eq!(report.checks[0].name, "home page", "in configuration order");
-    for name in ["home page", "404 expected", "orders readable", "order total"] {
+    for name in [
+        "home page",
+        "404 expected",
+        "orders readable",
+        "order total",
+    ] {
         assert!(check(&report, name).passed, "{name}: {report:#?}");
     }
     assert_eq!(check(&report, "home page").kind, "http");
     assert_eq!(check(&report, "orders readable").kind, "sql");
-    assert_eq!(check(&report, "missing page").detail, "HTTP 404, expected 200");
+    assert_eq!(
+        check(&report, "missing page").detail,
+        "HTTP 404, expected 200"
+    );
     assert_eq!(check(&report, "wrong count").detail, "got 2, expected 3");
     for name in ["slow page", "slow query"] {
         let c = check(&report, name);
@@ -78,7 +87,10 @@ async fn smoke_on(kind: Kind, sleep_sql: &str) {
         let c = check(&report, name);
         assert!(!c.passed, "{c:#?}");
         let d = c.detail.to_lowercase();
-        assert!(d.contains("read-only") || d.contains("readonly") || d.contains("read only"), "{c:#?}");
+        assert!(
+            d.contains("read-only") || d.contains("readonly") || d.contains("read only"),
+            "{c:#?}"
+        );
     }
     // In parallel: two 0.5 s timeouts and everything else well under the sum.
     assert!(elapsed.as_secs_f64() < 4.0, "{elapsed:?}");
@@ -127,4 +139,19 @@ async fn all_passing_and_no_database() {
     let report = run("prod", &list, None).await;
     assert!(!report.passed);
     assert!(report.checks[0].detail.contains("no database URL"));
+
+    // A SQLite file that does not exist is an empty database, and stays uncreated.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absent.db");
+    let url = DatabaseUrl::parse(&format!("sqlite://{}", file.display())).unwrap();
+    let list = checks(
+        "[[env.prod.smoke]]\nname = \"one\"\nsql = \"SELECT 1\"\nexpect = \"1\"\n         [[env.prod.smoke]]\nname = \"table\"\nsql = \"SELECT count(*) FROM orders\"\n",
+    );
+    let report = run("prod", &list, Some(&url)).await;
+    assert!(report.checks[0].passed, "{report:#?}");
+    assert!(
+        report.checks[1].detail.contains("no such table"),
+        "{report:#?}"
+    );
+    assert!(!file.exists());
 }
