@@ -566,7 +566,11 @@ mod tests {
     /// multiplication (a panic in debug builds, a wrong timeout in release ones).
     #[test]
     fn durations_too_long_for_their_unit_are_refused() {
-        for text in ["213503982334602d", "307445734561825861m", "5124095576030432h"] {
+        for text in [
+            "213503982334602d",
+            "307445734561825861m",
+            "5124095576030432h",
+        ] {
             let err = parse_duration(text).unwrap_err();
             assert!(err.contains("too long"), "{text}: {err}");
         }

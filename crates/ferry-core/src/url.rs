@@ -149,9 +149,9 @@ pub fn redact(s: &str) -> String {
         let cut = &tail[..end];
         if !cut.contains('@')
             && !cut.starts_with('[')
-            && cut
-                .split_once(':')
-                .is_some_and(|(_, port)| port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+            && cut.split_once(':').is_some_and(|(_, port)| {
+                port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit())
+            })
         {
             let word = tail.find(char::is_whitespace).unwrap_or(tail.len());
             if let Some(at) = tail[..word].rfind('@') {
@@ -265,7 +265,10 @@ mod tests {
             "invalid database URL `mysql://u:***@h/db?x=1`: invalid port number"
         );
         assert_eq!(redact("postgres://u:p?ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u:p#ss@h/db x"), "postgres://u:***@h/db x");
+        assert_eq!(
+            redact("postgres://u:p#ss@h/db x"),
+            "postgres://u:***@h/db x"
+        );
         // A port, an IPv6 host and an `@` later in the URL are not passwords.
         for kept in [
             "postgres://h:5432/db?email=a@b",

@@ -1678,7 +1678,12 @@ mod tests {
     #[test]
     fn normalize_strips_every_leading_bom_and_is_idempotent() {
         assert_eq!(normalize("\u{feff}\u{feff}SELECT 1;\r\n"), "SELECT 1;\n");
-        for text in ["\u{feff}\u{feff}a \r\n\r\n", "a\r\r\nb\t\n\n", "\u{feff}", " \n\t"] {
+        for text in [
+            "\u{feff}\u{feff}a \r\n\r\n",
+            "a\r\r\nb\t\n\n",
+            "\u{feff}",
+            " \n\t",
+        ] {
             let once = normalize(text);
             assert_eq!(normalize(&once), once, "{text:?}");
         }

@@ -79,7 +79,13 @@ pub fn split_statements_for(script: &str, engine: Engine) -> Vec<(usize, String)
             _ => i += 1,
         }
     }
-    push(&mut out, script, start, bytes.len().min(script.len()), mysql);
+    push(
+        &mut out,
+        script,
+        start,
+        bytes.len().min(script.len()),
+        mysql,
+    );
     out
 }
 
@@ -90,9 +96,7 @@ fn is_ident_byte(b: u8) -> bool {
 
 /// `E'…'` (PostgreSQL's escape string): the quote at `i` follows an `E` that starts a token.
 fn is_escape_string(bytes: &[u8], i: usize) -> bool {
-    i > 0
-        && matches!(bytes[i - 1], b'E' | b'e')
-        && !(i > 1 && is_ident_byte(bytes[i - 2]))
+    i > 0 && matches!(bytes[i - 1], b'E' | b'e') && !(i > 1 && is_ident_byte(bytes[i - 2]))
 }
 
 /// MySQL reads `--` as a comment only when whitespace or a control character (or the end)
@@ -239,7 +243,10 @@ mod tests {
         );
         assert!(mysql("# only a comment;\n;").is_empty());
         // PostgreSQL reads the same backslash literally (standard_conforming_strings).
-        assert_eq!(texts("SELECT 'C:\\'; SELECT 2"), vec!["SELECT 'C:\\'", "SELECT 2"]);
+        assert_eq!(
+            texts("SELECT 'C:\\'; SELECT 2"),
+            vec!["SELECT 'C:\\'", "SELECT 2"]
+        );
     }
 
     /// Found while writing the `sql_split` fuzz target: `E'\''` (an escaped quote in a
@@ -251,13 +258,19 @@ mod tests {
             texts("SELECT E'\\'; x'; SELECT e'\\\\'; SELECT 2"),
             vec!["SELECT E'\\'; x'", "SELECT e'\\\\'", "SELECT 2"]
         );
-        assert_eq!(texts("SELECT 'a\\'; SELECT 2"), vec!["SELECT 'a\\'", "SELECT 2"]);
+        assert_eq!(
+            texts("SELECT 'a\\'; SELECT 2"),
+            vec!["SELECT 'a\\'", "SELECT 2"]
+        );
         assert_eq!(texts("SELECT fe'x;'"), vec!["SELECT fe'x;'"]);
         assert_eq!(
             texts("CREATE TABLE a$b$ (x int); CREATE TABLE c$b$ (y int)"),
             vec!["CREATE TABLE a$b$ (x int)", "CREATE TABLE c$b$ (y int)"]
         );
-        assert_eq!(texts("SELECT $b$;$b$; SELECT 2"), vec!["SELECT $b$;$b$", "SELECT 2"]);
+        assert_eq!(
+            texts("SELECT $b$;$b$; SELECT 2"),
+            vec!["SELECT $b$;$b$", "SELECT 2"]
+        );
     }
 
     /// Found by fuzzing (fuzz/README.md): `is_blank` said a script of separators and comments
@@ -265,7 +278,13 @@ mod tests {
     /// counted as reversible; and it did not nest comments as the splitter does.
     #[test]
     fn blank_exactly_when_there_is_no_statement() {
-        for blank in [";", "-- only a comment\n;\n;  ;", " ; /* x; */ ;", "/* a /* b */ c */", "/* open"] {
+        for blank in [
+            ";",
+            "-- only a comment\n;\n;  ;",
+            " ; /* x; */ ;",
+            "/* a /* b */ c */",
+            "/* open",
+        ] {
             assert!(split_statements(blank).is_empty(), "{blank:?}");
             assert!(is_blank(blank), "{blank:?}");
         }
