@@ -37,7 +37,11 @@ fn check(script: &str, engine: Engine) {
     for (line, text) in &statements {
         assert!(!text.is_empty(), "empty statement from {script:?}");
         assert_eq!(text.trim(), text, "untrimmed statement from {script:?}");
-        assert!(!is_blank(text), "blank statement {text:?} from {script:?}");
+        // `is_blank` reads as PostgreSQL does (`--$$` is a comment there, not on MySQL).
+        assert!(
+            engine != Engine::Postgres || !is_blank(text),
+            "blank statement {text:?} from {script:?}"
+        );
 
         // Some occurrence of the text after the cursor, with only droppable text before it
         // that ends outside any comment or quote (a token after it would be a statement), and
