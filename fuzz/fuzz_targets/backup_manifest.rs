@@ -58,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let listed = backups.list().await.expect("list never fails on a bad manifest");
+        let listed = backups
+            .list()
+            .await
+            .expect("list never fails on a bad manifest");
         assert_eq!(listed.len(), readable.len(), "list and show disagree");
         for m in &readable {
             assert!(listed.contains(m), "list misses readable backup {}", m.id);

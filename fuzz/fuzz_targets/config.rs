@@ -44,7 +44,11 @@ thread_local! {
 
 fn env_strings(v: &toml::Value, name: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if let Some(section) = v.get("env").and_then(|e| e.get(name)).and_then(|s| s.as_table()) {
+    if let Some(section) = v
+        .get("env")
+        .and_then(|e| e.get(name))
+        .and_then(|s| s.as_table())
+    {
         for key in ["database_url", "artifacts", "requires"] {
             if let Some(s) = section.get(key).and_then(|s| s.as_str()) {
                 out.push((key.to_string(), s.to_string()));
@@ -97,9 +101,7 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(path, data).expect("write ferry.toml");
         let loaded = config::load(path, selected.as_deref(), &lookup);
         if let (Ok(file), Ok(raw)) = (&loaded, toml::from_str::<toml::Value>(text)) {
-            let chosen = selected
-                .clone()
-                .or_else(|| file.default_env.clone());
+            let chosen = selected.clone().or_else(|| file.default_env.clone());
             for (name, section) in &file.env {
                 for (key, written) in env_strings(&raw, name) {
                     let got = field(section, &key);
@@ -124,8 +126,14 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(url) = &settings.database_url {
                     for secret in [SECRET, SECRET_ODD] {
                         if has_password(url.expose(), secret) {
-                            assert!(!url.to_string().contains(secret), "URL display shows the password");
-                            assert!(!format!("{url:?}").contains(secret), "URL debug shows the password");
+                            assert!(
+                                !url.to_string().contains(secret),
+                                "URL display shows the password"
+                            );
+                            assert!(
+                                !format!("{url:?}").contains(secret),
+                                "URL debug shows the password"
+                            );
                         }
                     }
                 }

@@ -42,9 +42,12 @@ fuzz_target!(|data: &[u8]| {
             requires: None,
             freeze: Vec::new(),
         };
-        let promoter =
-            Promoter::new(Arc::clone(&store), vec![env], ferry_store::StoreOptions::default())
-                .expect("promoter");
+        let promoter = Promoter::new(
+            Arc::clone(&store),
+            vec![env],
+            ferry_store::StoreOptions::default(),
+        )
+        .expect("promoter");
         let releases = match promoter.releases("staging").await {
             Ok(r) => r,
             Err(e) => {
@@ -56,7 +59,11 @@ fuzz_target!(|data: &[u8]| {
         for pair in history.windows(2) {
             assert!(pair[0].seq > pair[1].seq, "history not newest first");
         }
-        assert_eq!(releases.live.as_ref(), history.first(), "live is not the newest");
+        assert_eq!(
+            releases.live.as_ref(),
+            history.first(),
+            "live is not the newest"
+        );
         let lives = history.iter().filter(|r| r.status == Status::Live).count();
         assert_eq!(lives, usize::from(!history.is_empty()), "live count");
         if let Some(live) = history.first() {
