@@ -2,6 +2,7 @@
 //! `bin/ferry.rs`) against real databases and S3-compatible servers, from `ferry-testkit`.
 
 pub use ferry_testkit::db::*;
+pub use ferry_testkit::faults;
 pub use ferry_testkit::fleet;
 pub use ferry_testkit::haproxy;
 pub use ferry_testkit::registry;

@@ -55,15 +55,7 @@ fn spawn_ferry(db: &TestDb, rest: &[&str]) -> tokio::process::Child {
         // A failing assertion must not leave a ferry holding the lock behind.
         .kill_on_drop(true);
     // The variables `ferry_e2e::ferry` clears, so the environment cannot change what runs.
-    for var in [
-        "DATABASE_URL",
-        "FERRY_CONFIG",
-        "FERRY_ENV",
-        "FERRY_MIGRATIONS",
-        "FERRY_OUTPUT",
-        "FERRY_LOCK_TIMEOUT",
-        "RUST_LOG",
-    ] {
+    for var in ferry_e2e::scrubbed() {
         cmd.env_remove(var);
     }
     cmd.spawn().expect("spawn ferry")

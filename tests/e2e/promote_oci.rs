@@ -276,3 +276,164 @@ fn promote_oci_between_two_registries_streams_the_blobs() {
     assert_tag(&b, "app-prod", "live", &image.digest, &image.manifest);
     assert_eq!(a.resolve("app-prod", "live"), None);
 }
+
+/// Writes `docker-credential-ferrytest` into `bin`: it logs the host it is asked about to
+/// `bin/asked` and answers `user`/`secret` for `host`, "not found" for anything else.
+fn credential_helper(bin: &Path, host: &str, user: &str, secret: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(bin).unwrap();
+    let script = bin.join("docker-credential-ferrytest");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             [ \"$1\" = get ] || exit 2\n\
+             read -r host\n\
+             echo \"$host\" >> '{asked}'\n\
+             if [ \"$host\" = '{host}' ]; then\n\
+               printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$host\"\n\
+             else\n\
+               echo 'credentials not found in native keychain'; exit 1\n\
+             fi\n",
+            asked = bin.join("asked").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `PATH` with `bin` first.
+fn path_with(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn promote_oci_with_credentials_from_a_docker_credential_helper() {
+    let Some(reg) = Registry::start(Some(("deployer", "h3lper-pw"))) else {
+        return;
+    };
+    let host = reg.host();
+    let dir = setup(&host, &host);
+    let p = dir.path();
+    let image = reg.push_image("app-build", "1.0.0", 8192);
+    let by_digest = format!("{host}/app-build@{}", image.digest);
+    let bin = p.join("bin");
+    credential_helper(&bin, &host, "deployer", "h3lper-pw");
+    let path = path_with(&bin);
+    let env = [("PATH", path.as_str()), ("RUST_LOG", "debug")];
+    // Whatever ferry prints, with debug logs on, never holds the secret (nor its Basic form).
+    let basic = "ZGVwbG95ZXI6aDNscGVyLXB3";
+    let no_secret = |out: &Outcome| {
+        for text in [&out.stdout, &out.stderr] {
+            assert!(
+                !text.contains("h3lper-pw") && !text.contains(basic),
+                "a secret leaked:\n{text}"
+            );
+        }
+    };
+
+    // `credsStore`: the helper for every registry.
+    std::fs::write(
+        p.join("docker/config.json"),
+        r#"{"auths": {}, "credsStore": "ferrytest"}"#,
+    )
+    .unwrap();
+    let out = ferry(p, &env, &["promote", &by_digest, "--to", "dev"]).expect_code(0);
+    no_secret(&out);
+    assert_tag(&reg, "app-dev", "dev", &image.digest, &image.manifest);
+    let asked = std::fs::read_to_string(bin.join("asked")).unwrap();
+    assert!(asked.lines().all(|l| l == host), "{asked}");
+
+    // `credHelpers.<host>` wins over `credsStore` (here a helper that does not exist).
+    std::fs::write(
+        p.join("docker/config.json"),
+        format!(r#"{{"credsStore": "ferry-missing", "credHelpers": {{"{host}": "ferrytest"}}}}"#),
+    )
+    .unwrap();
+    let out = ferry(p, &env, &["promote", &by_digest, "--to", "staging"]).expect_code(0);
+    no_secret(&out);
+    assert_tag(
+        &reg,
+        "app-staging",
+        "staging",
+        &image.digest,
+        &image.manifest,
+    );
+
+    // A helper that is not installed: a clear error naming it and where it is configured.
+    std::fs::write(
+        p.join("docker/config.json"),
+        r#"{"credsStore": "ferry-missing"}"#,
+    )
+    .unwrap();
+    let out = ferry(p, &env, &["promote", &by_digest, "--to", "production"]).expect_code(2);
+    let message = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("docker-credential-ferry-missing") && message.contains("credsStore"),
+        "{message}"
+    );
+
+    // A helper with the wrong secret: refused (exit 2), and the wrong secret is not shown.
+    credential_helper(&bin, &host, "deployer", "wr0ng-secret");
+    std::fs::write(
+        p.join("docker/config.json"),
+        r#"{"credsStore": "ferrytest"}"#,
+    )
+    .unwrap();
+    let out = ferry(p, &env, &["promote", &by_digest, "--to", "production"]).expect_code(2);
+    assert_eq!(out.json()["error"]["kind"], "registry_auth");
+    assert!(
+        !out.stdout.contains("wr0ng-secret") && !out.stderr.contains("wr0ng-secret"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(reg.resolve("app-prod", "live"), None);
+}
+
+#[test]
+fn an_identity_token_is_never_sent_as_basic_auth() {
+    let Some(reg) = Registry::start(Some(("deployer", "s3cret-pw"))) else {
+        return;
+    };
+    let host = reg.host();
+    let dir = setup(&host, &host);
+    let p = dir.path();
+    let image = reg.push_image("app-build", "1.0.0", 8192);
+    let by_digest = format!("{host}/app-build@{}", image.digest);
+    let env = [("RUST_LOG", "debug")];
+    // From `auths.<host>.identitytoken`, and from a helper's `<token>` user.
+    std::fs::write(
+        p.join("docker/config.json"),
+        format!(r#"{{"auths": {{"{host}": {{"identitytoken": "1dent-t0ken"}}}}}}"#),
+    )
+    .unwrap();
+    let bin = p.join("bin");
+    credential_helper(&bin, &host, "<token>", "h3lper-t0ken");
+    let path = path_with(&bin);
+    for (config, env) in [
+        (None, env.to_vec()),
+        (
+            Some(r#"{"credsStore": "ferrytest"}"#),
+            vec![("RUST_LOG", "debug"), ("PATH", path.as_str())],
+        ),
+    ] {
+        if let Some(config) = config {
+            std::fs::write(p.join("docker/config.json"), config).unwrap();
+        }
+        // docker-registry with htpasswd asks for Basic auth, which a token cannot answer.
+        let out = ferry(p, &env, &["promote", &by_digest, "--to", "dev"]).expect_code(2);
+        let message = out.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("identity token"), "{message}");
+        for text in [&out.stdout, &out.stderr] {
+            assert!(
+                !text.contains("1dent-t0ken") && !text.contains("h3lper-t0ken"),
+                "a token leaked:\n{text}"
+            );
+        }
+    }
+    assert_eq!(reg.resolve("app-dev", "dev"), None);
+}

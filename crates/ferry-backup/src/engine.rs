@@ -283,59 +283,41 @@ pub(crate) fn spawn_dump(
     Ok((Box::pin(stdout), finish))
 }
 
-/// Database URL pieces handed to client tools through arguments and environment (the password
-/// only ever through the environment).
-pub(crate) struct ConnParts {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub database: String,
-    pub query: Vec<(String, String)>,
+/// The decoded pieces of `url` for the client tools (arguments; the password only ever through
+/// the environment).
+pub(crate) fn url_parts(url: &DatabaseUrl) -> Result<ferry_core::url::UrlParts> {
+    url.parts()
+        .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))
 }
 
-impl ConnParts {
-    pub fn of(url: &DatabaseUrl) -> Result<Self> {
-        let parsed = url::Url::parse(&url.for_driver())
-            .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))?;
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        let user = (!parsed.username().is_empty()).then(|| decode(parsed.username()));
-        Ok(ConnParts {
-            host: parsed
-                .host_str()
-                .filter(|h| !h.is_empty())
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()),
-            port: parsed.port(),
-            user,
-            password: parsed.password().map(decode),
-            database: decode(parsed.path().trim_start_matches('/')),
-            query: parsed
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        })
-    }
-
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// `url` with its path (database name) replaced.
+/// `url` with its database name replaced (`""`: the server, no database).
 pub(crate) fn with_database(url: &DatabaseUrl, name: &str) -> Result<DatabaseUrl> {
-    let mut parsed = url::Url::parse(url.expose())
-        .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))?;
-    parsed.set_path(&format!("/{name}"));
-    DatabaseUrl::parse(parsed.as_str())
+    url.with_database(name)
         .map_err(|e| BackupError::Internal(format!("scratch URL: {e}")))
+}
+
+/// Creates the scratch database `name` beside `source` (replacing one an interrupted earlier
+/// check left), through the one scratch layer of `ferry_core::scratch`.
+pub(crate) async fn create_scratch(
+    source: &DatabaseUrl,
+    name: &str,
+    options: ferry_core::scratch::ScratchOptions,
+) -> Result<DatabaseUrl> {
+    let options = ferry_core::scratch::ScratchOptions {
+        replace: true,
+        ..options
+    };
+    ferry_core::scratch::Scratch::create(source, name, &options)
+        .await
+        .map(|s| s.url().clone())
+        .map_err(db(source, "creating the scratch database"))
+}
+
+/// Drops a scratch database [`create_scratch`] made.
+pub(crate) async fn drop_scratch(source: &DatabaseUrl, scratch: &DatabaseUrl) -> Result<()> {
+    ferry_core::scratch::drop_database(source, &scratch.database_name())
+        .await
+        .map_err(db(source, "dropping the scratch database"))
 }
 
 /// Wraps a sqlx error with the (redacted) database and what ferry was doing.
@@ -374,7 +356,7 @@ mod tests {
     fn conn_parts_decode() {
         let url =
             DatabaseUrl::parse("postgres://app:p%40ss@db:6543/my_db?sslmode=require").unwrap();
-        let p = ConnParts::of(&url).unwrap();
+        let p = url_parts(&url).unwrap();
         assert_eq!(p.password.as_deref(), Some("p@ss"));
         assert_eq!(p.user.as_deref(), Some("app"));
         assert_eq!(p.port, Some(6543));
@@ -382,6 +364,8 @@ mod tests {
         assert_eq!(p.param("sslmode"), Some("require"));
         let s = with_database(&url, "other").unwrap();
         assert_eq!(s.database_name(), "other");
+        let plus = DatabaseUrl::parse("mysql://app:a+b%2Bc@db/x").unwrap();
+        assert_eq!(url_parts(&plus).unwrap().password.as_deref(), Some("a+b+c"));
     }
 
     #[test]

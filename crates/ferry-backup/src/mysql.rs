@@ -19,8 +19,9 @@ use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row};
 use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
-    BoxFut, ConnParts, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch,
-    clean_stderr, collect_stderr, db, parse_version, spawn_dump, with_database,
+    BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch, clean_stderr,
+    collect_stderr, create_scratch, db, drop_scratch, parse_version, spawn_dump, url_parts,
+    with_database,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -41,12 +42,12 @@ async fn connect(url: &DatabaseUrl) -> Result<MySqlConnection> {
 }
 
 fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
+    ferry_core::scratch::quote_ident(ferry_core::Engine::MySql, name)
 }
 
 /// Connection arguments for the client tools, and the password for `MYSQL_PWD`.
 fn tool_args(url: &DatabaseUrl, cmd: &mut tokio::process::Command) -> Result<String> {
-    let parts = ConnParts::of(url)?;
+    let parts = url_parts(url)?;
     if let Some(h) = &parts.host {
         cmd.arg(format!("--host={h}"));
     }
@@ -59,11 +60,7 @@ fn tool_args(url: &DatabaseUrl, cmd: &mut tokio::process::Command) -> Result<Str
     if let Some(s) = parts.param("socket") {
         cmd.arg(format!("--socket={s}"));
     }
-    if let Some(p) = parts
-        .password
-        .clone()
-        .or_else(|| parts.param("password").map(str::to_string))
-    {
+    if let Some(p) = parts.any_password() {
         cmd.env("MYSQL_PWD", p);
     }
     Ok(parts.database)
@@ -102,19 +99,9 @@ async fn count_tables(conn: &mut MySqlConnection, url: &DatabaseUrl) -> Result<V
     Ok(out)
 }
 
+/// What `ferry_migrations` says is applied (the history module's one query).
 async fn schema_version(conn: &mut MySqlConnection, url: &DatabaseUrl) -> Result<Option<i64>> {
-    let exists: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.TABLES \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ferry_migrations'",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db(url, "looking for ferry_migrations"))?;
-    if exists == 0 {
-        return Ok(None);
-    }
-    sqlx::query_scalar("SELECT MAX(version) FROM ferry_migrations WHERE success")
-        .fetch_one(&mut *conn)
+    ferry_migrate::current_version(conn)
         .await
         .map_err(db(url, "reading the schema version"))
 }
@@ -161,9 +148,10 @@ async fn recreate(
     name: &str,
     (charset, collation): (String, String),
 ) -> Result<()> {
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {}",
-        quote_ident(name)
+    sqlx::raw_sql(AssertSqlSafe(ferry_core::scratch::drop_sql(
+        ferry_core::Engine::MySql,
+        name,
+        None,
     )))
     .execute(&mut *conn)
     .await
@@ -283,9 +271,12 @@ impl DumpEngine for MySql {
         Box::pin(async move {
             let mut conn = connect(source).await?;
             let charset = charset_of(&mut conn, source, &source.database_name()).await?;
-            recreate(&mut conn, source, name, charset).await?;
             let _ = conn.close().await;
-            with_database(source, name)
+            let options = ferry_core::scratch::ScratchOptions {
+                charset: Some(charset),
+                ..Default::default()
+            };
+            create_scratch(source, name, options).await
         })
     }
 
@@ -294,18 +285,7 @@ impl DumpEngine for MySql {
         source: &'a DatabaseUrl,
         scratch: &'a DatabaseUrl,
     ) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            let mut conn = connect(source).await?;
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {}",
-                quote_ident(&scratch.database_name())
-            )))
-            .execute(&mut conn)
-            .await
-            .map_err(db(source, "dropping the scratch database"))?;
-            let _ = conn.close().await;
-            Ok(())
-        })
+        Box::pin(drop_scratch(source, scratch))
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
     BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch, clean_stderr,
-    collect_stderr, db, parse_version, spawn_dump, with_database,
+    collect_stderr, create_scratch, db, drop_scratch, parse_version, spawn_dump, url_parts,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -57,23 +57,14 @@ async fn connect(url: &DatabaseUrl) -> Result<PgConnection> {
 fn libpq_target(url: &DatabaseUrl) -> Result<(String, Option<String>)> {
     let mut parsed = url::Url::parse(url.expose())
         .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))?;
-    let mut password = parsed.password().map(|p| {
-        url::form_urlencoded::parse(format!("p={p}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    });
+    // Decoded as the driver decodes it (a raw `+` is a `+`), so the tools log in as ferry did.
+    let parts = url_parts(url)?;
+    let password = parts.any_password().map(str::to_string);
     let _ = parsed.set_password(None);
-    let pairs: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if pairs.iter().any(|(k, _)| k == "password") {
+    if parts.param("password").is_some() {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &pairs {
-            if k == "password" {
-                password = Some(v.clone());
-            } else {
+        for (k, v) in &parts.query {
+            if k != "password" {
                 q.append_pair(k, v);
             }
         }
@@ -84,7 +75,7 @@ fn libpq_target(url: &DatabaseUrl) -> Result<(String, Option<String>)> {
 }
 
 fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    ferry_core::scratch::quote_ident(ferry_core::Engine::Postgres, name)
 }
 
 const TABLES: &str = r"
@@ -121,16 +112,9 @@ async fn count_tables(conn: &mut PgConnection, url: &DatabaseUrl) -> Result<Vec<
     Ok(out)
 }
 
+/// What `ferry_migrations` says is applied (the history module's one query).
 async fn schema_version(conn: &mut PgConnection, url: &DatabaseUrl) -> Result<Option<i64>> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('ferry_migrations') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db(url, "looking for ferry_migrations"))?;
-    if !exists {
-        return Ok(None);
-    }
-    sqlx::query_scalar("SELECT MAX(version) FROM ferry_migrations WHERE success")
-        .fetch_one(&mut *conn)
+    ferry_migrate::current_version(conn)
         .await
         .map_err(db(url, "reading the schema version"))
 }
@@ -250,23 +234,11 @@ impl DumpEngine for Postgres {
         source: &'a DatabaseUrl,
         name: &'a str,
     ) -> BoxFut<'a, DatabaseUrl> {
-        Box::pin(async move {
-            let mut conn = connect(source).await?;
-            let (_, num) = server_version(&mut conn, source).await?;
-            sqlx::raw_sql(AssertSqlSafe(drop_database_sql(name, num)))
-                .execute(&mut conn)
-                .await
-                .map_err(db(source, "dropping an old scratch database"))?;
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "CREATE DATABASE {}",
-                quote_ident(name)
-            )))
-            .execute(&mut conn)
-            .await
-            .map_err(db(source, "creating the scratch database"))?;
-            let _ = conn.close().await;
-            with_database(source, name)
-        })
+        let options = ferry_core::scratch::ScratchOptions {
+            throwaway: true,
+            ..Default::default()
+        };
+        Box::pin(create_scratch(source, name, options))
     }
 
     fn drop_scratch<'a>(
@@ -274,29 +246,8 @@ impl DumpEngine for Postgres {
         source: &'a DatabaseUrl,
         scratch: &'a DatabaseUrl,
     ) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            let mut conn = connect(source).await?;
-            let (_, num) = server_version(&mut conn, source).await?;
-            sqlx::raw_sql(AssertSqlSafe(drop_database_sql(
-                &scratch.database_name(),
-                num,
-            )))
-            .execute(&mut conn)
-            .await
-            .map_err(db(source, "dropping the scratch database"))?;
-            let _ = conn.close().await;
-            Ok(())
-        })
+        Box::pin(drop_scratch(source, scratch))
     }
-}
-
-fn drop_database_sql(name: &str, server_num: i32) -> String {
-    let force = if server_num >= 130000 {
-        " WITH (FORCE)"
-    } else {
-        ""
-    };
-    format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name))
 }
 
 /// SQL that empties a database the way a fresh one is: every non-system schema dropped, a
@@ -307,8 +258,17 @@ fn reset_sql(schemas: &[String], server_num: i32) -> String {
         sql.push_str(&format!("DROP SCHEMA {} CASCADE;\n", quote_ident(s)));
     }
     if server_num >= 150000 {
+        // As PostgreSQL 15 makes it, owned by pg_database_owner; a database owner who is not
+        // a superuser may not name that role (its membership is implicit), and gets the schema
+        // itself, which is what it would own through that role anyway.
         sql.push_str(
-            "CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
+            "DO $ferry$ BEGIN\n\
+               IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN\n\
+                 CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
+               ELSE\n\
+                 CREATE SCHEMA public;\n\
+               END IF;\n\
+             END $ferry$;\n\
              GRANT USAGE ON SCHEMA public TO PUBLIC;\n",
         );
     } else {
@@ -449,6 +409,9 @@ mod tests {
         let (u, p) = libpq_target(&url).unwrap();
         assert!(!u.contains("password"), "{u}");
         assert_eq!(p.as_deref(), Some("x"));
+        // A raw `+` in the user info is a `+`, as the driver reads it; `%2B` is one too.
+        let url = DatabaseUrl::parse("postgres://app:a+b%2Bc@h/db").unwrap();
+        assert_eq!(libpq_target(&url).unwrap().1.as_deref(), Some("a+b+c"));
     }
 
     #[test]

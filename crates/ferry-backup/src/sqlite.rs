@@ -87,18 +87,9 @@ async fn count_tables(conn: &mut SqliteConnection, url: &DatabaseUrl) -> Result<
     Ok(out)
 }
 
+/// What `ferry_migrations` says is applied (the history module's one query).
 async fn schema_version(conn: &mut SqliteConnection, url: &DatabaseUrl) -> Result<Option<i64>> {
-    let exists: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'ferry_migrations'",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db(url, "looking for ferry_migrations"))?;
-    if exists == 0 {
-        return Ok(None);
-    }
-    sqlx::query_scalar("SELECT MAX(version) FROM ferry_migrations WHERE success")
-        .fetch_one(&mut *conn)
+    ferry_migrate::current_version(conn)
         .await
         .map_err(db(url, "reading the schema version"))
 }

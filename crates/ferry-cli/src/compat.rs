@@ -21,6 +21,7 @@ pub async fn run(
         shadow_url,
         strict,
         old_queries,
+        parallel,
     } = cmd;
     let settings = settings(global)?;
     let migrations = source::load_dir(&settings.migrations_dir).map_err(MigrateError::from)?;
@@ -46,13 +47,9 @@ pub async fn run(
         (Some(v), _) => Some(v),
         (None, Some(url)) => {
             let mut driver = ferry_migrate::connect(url).await?;
-            let history = driver.history().await;
+            let current = driver.current_version().await;
             let _ = driver.close().await;
-            history?
-                .iter()
-                .filter(|h| h.success)
-                .map(|h| h.version)
-                .max()
+            current?
         }
         (None, None) => None,
     };
@@ -70,6 +67,7 @@ pub async fn run(
         strict,
         shadow_url: Some(shadow),
         old_queries,
+        parallel,
     };
     let report = ferry_compat::check(&migrations, base, &options).await?;
     printer.emit(&report, |r| report_text(r, base));

@@ -12,6 +12,8 @@ use ferry_migrate::MigrateError;
 
 mod backup;
 mod compat;
+mod deploy;
+mod env;
 mod migrate;
 pub mod opt;
 mod output;
@@ -53,6 +55,14 @@ pub enum CliError {
     /// A destructive step was not confirmed at the terminal.
     #[error("{0}")]
     NotConfirmed(String),
+    #[error(transparent)]
+    Deploy(#[from] ferry_deploy::DeployError),
+    /// A deploy or rollback ran and its report is already printed; its status gives the code.
+    #[error("{message}")]
+    Outcome {
+        status: ferry_deploy::Status,
+        message: String,
+    },
 }
 
 /// Maps every error to its documented exit code and a stable kind for JSON output.
@@ -72,54 +82,34 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
             | ferry_store::StoreError::Io { .. }
             | ferry_store::StoreError::S3 { .. } => (exit::FAILED, "store"),
         },
-        CliError::Promote(e) => {
-            use ferry_promote::PromoteError as P;
-            match e {
-                P::BadReference { .. }
-                | P::UnknownEnv { .. }
-                | P::BadEnvConfig { .. }
-                | P::UnsupportedLocation { .. }
-                | P::BadOciUrl { .. }
-                | P::KindMismatch(_)
-                | P::NotFound { .. }
-                | P::Io { .. }
-                | P::Invalid(_) => (exit::INVALID, "invalid_input"),
-                P::VersionTaken { .. } => (exit::REFUSED, "version_taken"),
-                P::NotLiveInRequired { .. } => (exit::REFUSED, "not_live_in_required"),
-                P::BadInRequired { .. } => (exit::REFUSED, "bad_in_required"),
-                P::Frozen { .. } => (exit::REFUSED, "frozen"),
-                P::Tampered { .. } => (exit::REFUSED, "tampered"),
-                P::RollbackToBad { .. } => (exit::REFUSED, "rollback_to_bad"),
-                P::NothingToRollBack(_) => (exit::REFUSED, "nothing_to_roll_back"),
-                P::RegistryMismatch { .. } => (exit::REFUSED, "registry_mismatch"),
-                P::RegistryAuth { .. } => (exit::INVALID, "registry_auth"),
-                P::Registry { .. } => (exit::FAILED, "registry"),
-                P::NotLive { .. } => (exit::FAILED, "not_live"),
-                P::Conflict { .. } => (exit::FAILED, "conflict"),
-                P::BadRecord { .. } | P::Store { .. } => (exit::FAILED, "store"),
-            }
-        }
-        CliError::Backup(e) => {
-            use ferry_backup::BackupError as B;
-            match e {
-                B::NotFound { .. } => (exit::INVALID, "not_found"),
-                B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing => {
-                    (exit::INVALID, "invalid_input")
-                }
-                B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
-                B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
-                B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
-                B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
-                    (exit::FAILED, "dump_failed")
-                }
-                B::RestoreFailed { .. } => (exit::FAILED, "restore_failed"),
-                B::Connect { .. } => (exit::FAILED, "connect"),
-                B::Database { .. } | B::Store { .. } | B::Io { .. } | B::Internal(_) => {
-                    (exit::FAILED, "backup")
-                }
-            }
-        }
+        CliError::Promote(e) => promote_code(e),
+        CliError::Backup(e) => backup_code(e),
         CliError::Migrate(e) => migrate_code(e),
+        CliError::Outcome { status, .. } => {
+            use ferry_deploy::Status as S;
+            match status {
+                S::Succeeded | S::Planned => (exit::OK, "ok"),
+                S::Refused => (exit::REFUSED, "refused"),
+                S::RolledBack => (exit::FAILED, "rolled_back"),
+                S::Failed | S::Running => (exit::FAILED, "deploy_failed"),
+                S::Interrupted => (exit::FAILED, "interrupted"),
+            }
+        }
+        CliError::Deploy(e) => {
+            use ferry_deploy::DeployError as D;
+            match e {
+                D::Refused(_) => (exit::REFUSED, "refused"),
+                D::Config { .. } | D::Invalid(_) => (exit::INVALID, "invalid_input"),
+                D::Store { .. } | D::BadRecord { .. } => (exit::FAILED, "store"),
+                D::LostLock { .. } => (exit::FAILED, "lost_lock"),
+                D::Rollout(e) if e.is_invalid_input() => (exit::INVALID, "invalid_config"),
+                D::Rollout(_) => (exit::FAILED, "rollout"),
+                D::Promote(e) => promote_code(e),
+                D::Migrate(e) => migrate_code(e),
+                D::Backup(e) => backup_code(e),
+                D::Compat(e) => compat_code(e),
+            }
+        }
         CliError::Rollout(e) => {
             use ferry_rollout::RolloutError as R;
             match e {
@@ -130,13 +120,66 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
                 R::Http(_) => (exit::FAILED, "io"),
             }
         }
-        CliError::Compat(e) => match e {
-            ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
-            ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
-            ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
-            ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
-            ferry_compat::CompatError::Migrate(e) => migrate_code(e),
-        },
+        CliError::Compat(e) => compat_code(e),
+    }
+}
+
+fn promote_code(e: &ferry_promote::PromoteError) -> (u8, &'static str) {
+    use ferry_promote::PromoteError as P;
+    match e {
+        P::BadReference { .. }
+        | P::UnknownEnv { .. }
+        | P::BadEnvConfig { .. }
+        | P::UnsupportedLocation { .. }
+        | P::BadOciUrl { .. }
+        | P::KindMismatch(_)
+        | P::NotFound { .. }
+        | P::Io { .. }
+        | P::Invalid(_) => (exit::INVALID, "invalid_input"),
+        P::VersionTaken { .. } => (exit::REFUSED, "version_taken"),
+        P::NotLiveInRequired { .. } => (exit::REFUSED, "not_live_in_required"),
+        P::BadInRequired { .. } => (exit::REFUSED, "bad_in_required"),
+        P::Frozen { .. } => (exit::REFUSED, "frozen"),
+        P::Tampered { .. } => (exit::REFUSED, "tampered"),
+        P::RollbackToBad { .. } => (exit::REFUSED, "rollback_to_bad"),
+        P::NothingToRollBack(_) => (exit::REFUSED, "nothing_to_roll_back"),
+        P::RegistryMismatch { .. } => (exit::REFUSED, "registry_mismatch"),
+        P::RegistryAuth { .. } => (exit::INVALID, "registry_auth"),
+        P::Registry { .. } => (exit::FAILED, "registry"),
+        P::NotLive { .. } => (exit::FAILED, "not_live"),
+        P::Conflict { .. } => (exit::FAILED, "conflict"),
+        P::BadRecord { .. } | P::Store { .. } => (exit::FAILED, "store"),
+    }
+}
+
+fn backup_code(e: &ferry_backup::BackupError) -> (u8, &'static str) {
+    use ferry_backup::BackupError as B;
+    match e {
+        B::NotFound { .. } => (exit::INVALID, "not_found"),
+        B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing => {
+            (exit::INVALID, "invalid_input")
+        }
+        B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
+        B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
+        B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
+        B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
+            (exit::FAILED, "dump_failed")
+        }
+        B::RestoreFailed { .. } => (exit::FAILED, "restore_failed"),
+        B::Connect { .. } => (exit::FAILED, "connect"),
+        B::Database { .. } | B::Store { .. } | B::Io { .. } | B::Internal(_) => {
+            (exit::FAILED, "backup")
+        }
+    }
+}
+
+fn compat_code(e: &ferry_compat::CompatError) -> (u8, &'static str) {
+    match e {
+        ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
+        ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
+        ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
+        ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
+        ferry_compat::CompatError::Migrate(e) => migrate_code(e),
     }
 }
 
@@ -167,6 +210,7 @@ fn migrate_code(e: &MigrateError) -> (u8, &'static str) {
         M::Irreversible { .. } => (exit::REFUSED, "irreversible"),
         M::Connect { .. } => (exit::FAILED, "connect"),
         M::LockTimeout { .. } => (exit::FAILED, "lock_timeout"),
+        M::DdlLockTimeout { .. } => (exit::FAILED, "ddl_lock_timeout"),
         M::Execute { .. } => (exit::FAILED, "migration_failed"),
         M::Database { .. } => (exit::FAILED, "database"),
     }
@@ -199,7 +243,12 @@ pub fn main() -> ExitCode {
             let (code, kind) = exit_code(&err);
             // Belt and braces: no password leaves through an error message, whatever produced it.
             let message = ferry_core::url::redact(&error_chain(&err));
-            printer.error(&message, kind, code);
+            if matches!(err, CliError::Outcome { .. }) {
+                // The report (with its status) is already on stdout.
+                printer.error_reported(&message);
+            } else {
+                printer.error(&message, kind, code);
+            }
             ExitCode::from(code)
         }
     }
@@ -222,7 +271,10 @@ fn error_chain(err: &CliError) -> String {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = env::Environment::get()
+        .log_filter()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -236,12 +288,30 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
         Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
         Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
         Command::Compat(cmd) => compat::run(cmd, &cli.global, printer).await,
-        cmd @ (Command::Artifact(_)
-        | Command::Promote { .. }
-        | Command::Releases
-        | Command::Rollback { .. }) => promote::run(cmd, &cli.global, printer).await,
         cmd @ (Command::Rollout { .. } | Command::Smoke) => {
             rollout::run(cmd, &cli.global, printer).await
+        }
+        cmd @ (Command::Artifact(_) | Command::Promote { .. } | Command::Releases) => {
+            promote::run(cmd, &cli.global, printer).await
+        }
+        Command::Deploy(args) => deploy::run(args, &cli.global, printer).await,
+        Command::Rollback {
+            to,
+            reason,
+            restore_backup,
+            yes,
+        } => {
+            deploy::rollback(
+                deploy::RollbackArgs {
+                    to,
+                    reason,
+                    restore_backup,
+                    yes,
+                },
+                &cli.global,
+                printer,
+            )
+            .await
         }
     }
 }
@@ -255,21 +325,23 @@ pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
         database_url: global.database_url.clone(),
         migrations: global.migrations.clone(),
         lock_timeout: global.lock_timeout.clone(),
+        ddl_lock_timeout: global.ddl_lock_timeout.clone(),
+        ddl_lock_retries: global.ddl_lock_retries,
         store: global.store.clone(),
     };
-    Ok(ferry_core::config::resolve(&over, &|k| {
-        std::env::var(k).ok()
-    })?)
+    Ok(ferry_core::config::resolve(&over, &env::config_lookup)?)
 }
 
-/// How to reach stores: `AWS_ENDPOINT_URL` (environment) beats `[store] endpoint` (file).
+/// How to reach stores: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (environment) beats
+/// `[store] endpoint` (file).
 pub(crate) fn store_options(settings: &Settings) -> ferry_store::StoreOptions {
     ferry_store::StoreOptions {
-        endpoint: std::env::var("AWS_ENDPOINT_URL")
-            .ok()
+        endpoint: env::Environment::get()
+            .s3_endpoint()
             .or_else(|| settings.store_endpoint.clone()),
         region: settings.store_region.clone(),
         part_size: None,
+        network: settings.network,
     }
 }
 

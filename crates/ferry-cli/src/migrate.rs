@@ -2,7 +2,7 @@
 
 use ferry_core::Settings;
 use ferry_migrate::{
-    DownTarget, Driver, MigrateError, MigrateOptions, Migrator, State, Step, Tool, source,
+    DdlLock, DownTarget, Driver, MigrateError, MigrateOptions, Migrator, State, Step, Tool, source,
 };
 
 use crate::opt::{AdoptFrom, GlobalOpts, MigrateCommand};
@@ -81,10 +81,15 @@ fn migrator(settings: &Settings, cmd: &MigrateCommand) -> Result<Migrator, CliEr
         migrations,
         MigrateOptions {
             lock_timeout: settings.lock_timeout,
-            applied_by: ferry_core::actor::actor(&|k| std::env::var(k).ok()),
+            applied_by: crate::env::Environment::get().actor(),
             allow_out_of_order,
         },
-    ))
+    )
+    .with_ddl_lock(DdlLock {
+        timeout: settings.ddl_lock_timeout,
+        retries: settings.ddl_lock_retries,
+        ..DdlLock::default()
+    }))
 }
 
 async fn dispatch(

@@ -55,6 +55,21 @@ pub struct GlobalOpts {
     )]
     pub lock_timeout: Option<String>,
 
+    /// How long each migration waits for a table lock before giving up and trying again,
+    /// e.g. 10s; 0 waits forever [default: 10s]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_DDL_LOCK_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub ddl_lock_timeout: Option<String>,
+
+    /// How many times a migration that gave up waiting for a table lock is tried again
+    /// [default: 3]
+    #[arg(long, global = true, env = "FERRY_DDL_LOCK_RETRIES", value_name = "N")]
+    pub ddl_lock_retries: Option<u32>,
+
     /// Where backups and artifacts are kept: file:///path or s3://bucket/prefix
     /// [default: [store] url in ferry.toml, else .ferry/ beside ferry.toml or here]
     #[arg(long, global = true, env = "FERRY_STORE", value_name = "URL")]
@@ -109,7 +124,9 @@ pub enum Command {
     /// Show what is live in an environment (--env), what was before, and the history
     Releases,
 
-    /// Make the previous (or a chosen) release of an environment (--env) live again
+    /// Make the previous (or a chosen) release of an environment (--env) live again: the
+    /// artifact, the hosts and the schema recorded with it (stored down scripts). Without --to
+    /// it first finishes undoing an interrupted deploy. Never blocked by a freeze window
     Rollback {
         /// A release's sequence number, a digest (sha256:<hex>) or a version
         #[arg(long, value_name = "SEQ|DIGEST|VERSION")]
@@ -117,7 +134,20 @@ pub enum Command {
         /// Why, recorded in the history
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Restore this backup where a migration cannot be reverted with its stored down
+        #[arg(long, value_name = "ID")]
+        restore_backup: Option<String>,
+        /// Do not ask for confirmation at a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
+
+    /// Deploy a release to an environment (--env): gates (lock, freeze, stage order),
+    /// pre_deploy, compat check, backup, migrate, promote, rollout, smoke, post_deploy. A
+    /// failure from migrate on rolls back the hosts, the artifact and the schema by itself.
+    /// Exit 0 when the release is live, 3 when refused before anything changed, 1 when it
+    /// failed (rolled back or not)
+    Deploy(DeployArgs),
 
     /// Roll a release over an environment's hosts (--env) without downtime: promote it there
     /// if it is not live yet, then batch by batch drain each host, run its deploy command,
@@ -139,6 +169,37 @@ pub enum Command {
     Smoke,
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub command: Option<DeployCommand>,
+    /// The release: NAME@sha256:<hex>, NAME@VERSION, or an image REGISTRY/REPO@sha256:<hex>
+    /// or REGISTRY/REPO:TAG (resolved to its digest once)
+    #[arg(long, value_name = "REF", required = true)]
+    pub artifact: Option<String>,
+    /// Print the plan (gates and their verdicts, pending migrations, backup, batches); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why, recorded in the release history and the deployment record
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Do not ask for confirmation at a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// What is live in an environment (--env), its last deploys with status and actor, and
+    /// its deploy lock (held, stale, free)
+    Status {
+        /// How many deploys to show
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        limit: usize,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CompatCommand {
     /// Check pending migrations (or those above --from): static analysis of their SQL, then a
@@ -158,6 +219,10 @@ pub enum CompatCommand {
         /// both; a query that no longer prepares is breaking
         #[arg(long, value_name = "PATH", env = "FERRY_COMPAT_OLD_QUERIES")]
         old_queries: Option<PathBuf>,
+        /// Shadow databases a long release (24 migrations or more) is proven in at once, 1 to 4
+        /// [default: one per core, at most 3]
+        #[arg(long, value_name = "N", env = "FERRY_COMPAT_PARALLEL")]
+        parallel: Option<usize>,
     },
 }
 

@@ -31,6 +31,20 @@ impl Printer {
         let _ = writeln!(out, "{}", text.trim_end());
     }
 
+    /// A line of live progress on stdout (human mode only; JSON mode prints one document).
+    pub fn line(&self, text: &str) {
+        if !self.json() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+
+    /// The sentence of an error whose result was already printed (a deploy report): stderr only.
+    pub fn error_reported(&self, message: &str) {
+        eprintln!("error: {message}");
+    }
+
     /// Prints an error: always a sentence on stderr; in JSON mode also `{"error": ...}` on stdout.
     pub fn error(&self, message: &str, kind: &str, code: u8) {
         if self.json() {
@@ -181,4 +195,88 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The live lines of `ferry deploy` and `ferry rollback`: one per step as it ends (human mode),
+/// and at a terminal a spinner with the running step, its time and the host being rolled out.
+pub struct StepLines<'a> {
+    printer: &'a Printer,
+    bar: ProgressBar,
+    current: std::sync::Mutex<String>,
+}
+
+impl<'a> StepLines<'a> {
+    pub fn new(printer: &'a Printer) -> Self {
+        let bar = if !printer.json() && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        StepLines {
+            printer,
+            bar,
+            current: std::sync::Mutex::new(String::new()),
+        }
+    }
+}
+
+/// `  migrate      ok        120 ms  applied …`
+pub fn step_line(step: &ferry_deploy::Step) -> String {
+    let status = match step.status {
+        ferry_deploy::StepStatus::Succeeded => "ok",
+        ferry_deploy::StepStatus::Failed => "FAILED",
+        ferry_deploy::StepStatus::Refused => "REFUSED",
+        ferry_deploy::StepStatus::Skipped => "skipped",
+        ferry_deploy::StepStatus::Running => "running",
+        ferry_deploy::StepStatus::Interrupted => "INTERRUPTED",
+        ferry_deploy::StepStatus::Planned => "plan",
+    };
+    format!(
+        "  {:<12} {:<8} {:>7}  {}",
+        step.name,
+        status,
+        format!("{} ms", step.duration_ms),
+        step.detail
+    )
+}
+
+impl ferry_rollout::RolloutObserver for StepLines<'_> {
+    fn host(&self, name: &str, phase: ferry_rollout::HostPhase) {
+        let step = self.current.lock().map(|c| c.clone()).unwrap_or_default();
+        let phase = phase.as_str();
+        self.bar.set_message(format!("{step}: {name} {phase}"));
+    }
+}
+
+impl ferry_deploy::DeployObserver for StepLines<'_> {
+    fn step_started(&self, _phase: ferry_deploy::Phase, name: &str) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = name.to_string();
+        }
+        self.bar.reset_elapsed();
+        self.bar.set_message(name.to_string());
+    }
+
+    fn step_finished(&self, phase: ferry_deploy::Phase, step: &ferry_deploy::Step) {
+        let prefix = if phase == ferry_deploy::Phase::Rollback {
+            "  rollback"
+        } else {
+            ""
+        };
+        let line = format!("{prefix}{}", step_line(step));
+        self.bar.suspend(|| self.printer.line(&line));
+        self.bar.set_message(String::new());
+    }
+}
+
+impl Drop for StepLines<'_> {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -1,29 +1,29 @@
 //! `ferry artifact ...`, `ferry promote`, `ferry releases`, `ferry rollback`: resolves the
 //! central store and the environments from `ferry.toml`, calls `ferry_promote`, renders.
 
-use chrono::{DateTime, Utc};
 use ferry_core::{CoreError, Settings};
 use ferry_promote::{
-    GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, RegistryOptions, Release,
-    Releases, RollbackRequest,
+    GcRequest, PromoteReport, PromoteRequest, Promoter, PushRequest, Release, Releases,
 };
 
+use crate::env::Environment;
 use crate::opt::{ArtifactCommand, Command, GlobalOpts};
 use crate::output::{Printer, table};
 use crate::{CliError, exit, open_store, settings, store_options};
 
 pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {
     let settings = settings(global)?;
+    let env = Environment::get();
     let promoter = Promoter::from_config(
         open_store(&settings).await?,
         &settings.file,
         store_options(&settings),
     )?
     // Registry credentials and insecure registries come from the environment (and the docker
-    // configuration it points at).
-    .with_registry_options(RegistryOptions::from_env(&|k| std::env::var(k).ok()));
-    let now = now()?;
-    let actor = ferry_core::actor::actor(&|k| std::env::var(k).ok());
+    // configuration it points at), timeouts from `[store]`.
+    .with_registry_options(env.registry_options(settings.network));
+    let now = env.now()?;
+    let actor = env.actor();
     match cmd {
         Command::Artifact(ArtifactCommand::Push {
             path,
@@ -96,45 +96,17 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
             let releases = promoter.releases(&env).await?;
             printer.emit(&releases, releases_text);
         }
-        Command::Rollback { to, reason } => {
-            let env = require_env(&settings)?;
-            let to = to.map(|t| t.parse()).transpose()?;
-            let report = promoter
-                .rollback(RollbackRequest {
-                    env,
-                    to,
-                    reason,
-                    actor,
-                    now,
-                })
-                .await?;
-            printer.emit(&report, |r| report_text("rolled back", r));
-        }
         Command::Migrate(_)
         | Command::Backup(_)
         | Command::Compat(_)
+        | Command::Rollback { .. }
+        | Command::Deploy(_)
         | Command::Rollout { .. }
         | Command::Smoke => {
             unreachable!("dispatched elsewhere")
         }
     }
     Ok(exit::OK)
-}
-
-/// `FERRY_NOW` (RFC 3339) pins the clock, so freeze windows can be tested; else the real time.
-pub(crate) fn now() -> Result<DateTime<Utc>, CliError> {
-    match std::env::var("FERRY_NOW") {
-        Ok(text) if !text.is_empty() => DateTime::parse_from_rfc3339(&text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                CliError::Core(CoreError::BadValue {
-                    what: "FERRY_NOW".into(),
-                    value: text,
-                    reason: format!("{e}; expected RFC 3339, e.g. 2026-11-24T10:00:00Z"),
-                })
-            }),
-        _ => Ok(Utc::now()),
-    }
 }
 
 pub(crate) fn require_env(settings: &Settings) -> Result<String, CliError> {
@@ -149,7 +121,7 @@ pub(crate) fn require_env(settings: &Settings) -> Result<String, CliError> {
     })
 }
 
-fn report_text(done: &str, r: &PromoteReport) -> String {
+pub(crate) fn report_text(done: &str, r: &PromoteReport) -> String {
     if !r.changed {
         return format!(
             "{}@{} is already live in {} (release {}); nothing recorded",

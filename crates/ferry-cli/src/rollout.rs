@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_core::{CoreError, Settings};
 use ferry_promote::{
-    Planned, PromoteRequest, Promoter, RegistryOptions, Releases, RolloutHostRecord, RolloutRecord,
+    Planned, PromoteRequest, Promoter, Releases, RolloutHostRecord, RolloutRecord,
 };
 use ferry_rollout::{
     FleetConfig, HostPhase, HostStatus, RolloutObserver, RolloutReport, RolloutRequest,
@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::opt::{Command, GlobalOpts};
 use crate::output::{Printer, table};
-use crate::promote::{now, require_env};
+use crate::promote::require_env;
 use crate::{CliError, exit, exit_code, open_store, rollout_exit, settings, store_options};
 
 pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {
@@ -132,9 +132,9 @@ async fn rollout(
         &settings.file,
         store_options(settings),
     )?
-    .with_registry_options(RegistryOptions::from_env(&|k| std::env::var(k).ok()));
-    let now = now()?;
-    let actor = ferry_core::actor::actor(&|k| std::env::var(k).ok());
+    .with_registry_options(crate::env::Environment::get().registry_options(settings.network));
+    let now = crate::env::Environment::get().now()?;
+    let actor = crate::env::Environment::get().actor();
 
     let artifact = promoter.resolve(&reference).await?;
     let target = Target {

@@ -13,6 +13,7 @@ use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect
 use sqlparser::parser::Parser;
 
 use crate::Finding;
+use crate::annotations::Annotations;
 use crate::model::{Column, Schema, Table};
 use crate::rules::Rule;
 use crate::types::{Change, compare};
@@ -174,27 +175,6 @@ fn statement_line(start: usize, text: &str) -> usize {
     }
 }
 
-/// `-- ferry:allow <rule-id> <reason>` lines: rule id → reason.
-pub(crate) fn allows(script: &str) -> HashMap<String, String> {
-    script
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("-- ferry:allow"))
-        .filter_map(|rest| {
-            let rest = rest.trim();
-            let (id, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-            (!id.is_empty()).then(|| {
-                let reason = reason.trim();
-                let reason = if reason.is_empty() {
-                    "(no reason given)"
-                } else {
-                    reason
-                };
-                (id.to_string(), reason.to_string())
-            })
-        })
-        .collect()
-}
-
 /// Parses one statement, working around sqlparser gaps for statements ferry knows are safe to
 /// read another way: `DROP INDEX CONCURRENTLY` means, for compatibility, what `DROP INDEX` means.
 /// sqlparser's dialect for an engine.
@@ -240,13 +220,7 @@ impl Analyzer {
     /// Analyses a new script (and updates the model).
     pub fn analyze(&mut self, script: &str) -> Vec<Finding> {
         let mut findings = self.walk(script, false);
-        let allowed = allows(script);
-        for f in &mut findings {
-            if let Some(reason) = allowed.get(f.rule.id()) {
-                f.allowed = true;
-                f.reason = Some(reason.clone());
-            }
-        }
+        Annotations::parse(script).apply(&mut findings);
         findings
     }
 
@@ -259,7 +233,7 @@ impl Analyzer {
             renamed_away: HashMap::new(),
             line: 0,
         };
-        for (start, text) in ferry_migrate::sql::split_statements(script) {
+        for (start, text) in ferry_migrate::sql::split_statements_for(script, self.engine) {
             run.line = statement_line(start, &text);
             match parse(self.engine, dialect.as_ref(), &text) {
                 Ok(statements) => {

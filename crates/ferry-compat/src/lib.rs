@@ -8,7 +8,9 @@
 //! against stable rules ([`Rule`]) in three classes: `breaking` for the previous version,
 //! `locking` on a live table, `data-loss`. A statement the parser cannot read becomes a finding
 //! of class `unparsed` ("not analysed"), never an error. `-- ferry:allow <rule-id> <reason>`
-//! in a migration marks that rule's findings in it as allowed. A migration is `compatible`
+//! in a migration marks that rule's findings in it as allowed, and so do the annotations teams
+//! wrote for other linters (`-- squawk-ignore`, diesel-guard's `-- safety-assured` blocks; see
+//! `annotations.rs`). A migration is `compatible`
 //! when no unallowed breaking finding remains; with `strict`, unallowed locking, data-loss and
 //! unparsed findings and an irreversible migration fail it too. Nothing prints; the JSON shape
 //! of [`Report`] is part of ferry's CLI contract (issue 4).
@@ -40,6 +42,7 @@
 //! old binary decodes by name, a column that disappears is `old-query-columns-changed`.
 
 mod analyze;
+mod annotations;
 mod error;
 mod model;
 mod queries;
@@ -70,6 +73,9 @@ pub struct CheckOptions {
     /// The previous version's queries ([`load_old_queries`]), prepared in the shadow database
     /// after each new migration; they need [`CheckOptions::shadow_url`].
     pub old_queries: Vec<OldQuery>,
+    /// How many shadow databases a long release is proven in at once (`None`: one per core, at
+    /// most three; see [`shadow_parts`]).
+    pub parallel: Option<usize>,
 }
 
 impl CheckOptions {
@@ -79,6 +85,7 @@ impl CheckOptions {
             strict: false,
             shadow_url: None,
             old_queries: Vec::new(),
+            parallel: None,
         }
     }
 }
@@ -152,16 +159,23 @@ pub async fn check(
         }
         return Ok(report);
     };
-    let proofs = shadow::prove(migrations, base_version, url, &options.old_queries).await?;
+    let proofs = shadow::prove(
+        migrations,
+        base_version,
+        url,
+        &options.old_queries,
+        options.parallel,
+    )
+    .await?;
     let by_version: std::collections::HashMap<i64, &Migration> =
         migrations.iter().map(|m| (m.version, m)).collect();
     for m in &mut report.migrations {
         let Some(proof) = proofs.get(&m.version) else {
             continue;
         };
-        let allowed = by_version
+        let annotations = by_version
             .get(&m.version)
-            .map(|mig| analyze::allows(&mig.up))
+            .map(|mig| annotations::Annotations::parse(&mig.up))
             .unwrap_or_default();
         for mut f in proof.findings.iter().cloned() {
             // The static layer already named this object (with a line): the proof confirms it.
@@ -172,9 +186,9 @@ pub async fn check(
             if known {
                 continue;
             }
-            if let Some(reason) = allowed.get(f.rule.id()) {
+            if let Some(reason) = annotations.reason(&f) {
                 f.allowed = true;
-                f.reason = Some(reason.clone());
+                f.reason = Some(reason);
             }
             m.findings.push(f);
         }

@@ -66,7 +66,7 @@ pub fn load(
         } else if meta.is_dir() && !is_sql_file(file) {
             continue;
         } else {
-            out.extend(load_sql(file)?);
+            out.extend(load_sql(file, engine)?);
         }
     }
     if out.is_empty() {
@@ -123,9 +123,9 @@ fn read(path: &Path) -> Result<String, CompatError> {
 
 /// Every statement of a SQL file, labelled with the line of its first token (after any leading
 /// comments, which usually name the query); blank and comment-only ones skipped.
-fn load_sql(path: &Path) -> Result<Vec<OldQuery>, CompatError> {
+fn load_sql(path: &Path, engine: Engine) -> Result<Vec<OldQuery>, CompatError> {
     let text = read(path)?;
-    Ok(ferry_migrate::sql::split_statements(&text)
+    Ok(ferry_migrate::sql::split_statements_for(&text, engine)
         .into_iter()
         .map(|(line, sql)| {
             let (skipped, sql) = skip_leading_comments(&sql);

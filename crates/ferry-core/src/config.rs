@@ -18,6 +18,10 @@ pub const CONFIG_FILE: &str = "ferry.toml";
 /// Where migrations live when nothing says otherwise.
 pub const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a migration's statements wait for a table lock before the try is given up.
+pub const DEFAULT_DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a migration that gave up waiting for a table lock is tried again.
+pub const DEFAULT_DDL_LOCK_RETRIES: u32 = 3;
 /// The embedded default store, beside `ferry.toml` (or in the working directory).
 pub const DEFAULT_STORE_DIR: &str = ".ferry";
 
@@ -33,6 +37,9 @@ pub struct ConfigFile {
     pub store: StoreSection,
     #[serde(default)]
     pub env: BTreeMap<String, EnvSection>,
+    /// What a successful `ferry deploy` does to the repository (`deploy.rs`).
+    #[serde(default)]
+    pub git: crate::deploy::GitSection,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -42,6 +49,10 @@ pub struct MigrationsSection {
     pub dir: Option<PathBuf>,
     /// e.g. "60s", "2m".
     pub lock_timeout: Option<String>,
+    /// How long a migration's statements wait for a table lock, e.g. "10s"; "0" waits forever.
+    pub ddl_lock_timeout: Option<String>,
+    /// How many times a migration that gave up waiting for a table lock is tried again.
+    pub ddl_lock_retries: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -50,6 +61,57 @@ pub struct StoreSection {
     pub url: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// How long to wait for a TCP (and TLS) connection to an S3 endpoint or a registry, e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// How long to wait for an answer (the first byte of a response, and then each read of
+    /// its body) before the attempt counts as failed, e.g. "30s".
+    pub read_timeout: Option<String>,
+    /// How many times a failed request (timeout, connection error, throttling, 5xx) is tried
+    /// again before the command fails.
+    pub retries: Option<u32>,
+}
+
+/// How ferry talks to anything over the network (S3 endpoints, OCI registries): the bounds
+/// that make a server which accepts connections and never answers a failure, not a hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub connect_timeout: Duration,
+    /// Time to the first byte of an answer (which includes sending the request's body), and
+    /// the longest pause while reading a body.
+    pub read_timeout: Duration,
+    /// Tries after the first; 0 = one try.
+    pub retries: u32,
+}
+
+impl Network {
+    /// Defaults for CI: a silent server fails a command within about
+    /// `(retries + 1) * (connect_timeout + read_timeout)` plus the pauses between tries.
+    pub const DEFAULT: Network = Network {
+        connect_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
+        retries: 3,
+    };
+
+    /// The pause before try number `attempt + 1` (after `attempt` failures): 0.5 s, doubling,
+    /// at most 8 s.
+    pub fn backoff(attempt: u32) -> Duration {
+        Duration::from_millis(500)
+            .saturating_mul(1 << attempt.saturating_sub(1).min(4))
+            .min(Duration::from_secs(8))
+    }
+
+    /// The longest a request can take before its error, when every try times out.
+    pub fn worst_case(&self) -> Duration {
+        let per_try = self.connect_timeout + self.read_timeout;
+        let pauses: Duration = (1..=self.retries).map(Network::backoff).sum();
+        per_try * (self.retries + 1) + pauses
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::DEFAULT
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -67,6 +129,9 @@ pub struct EnvSection {
     /// Hosts, deploy command, batches, load balancer, timeouts, smoke checks (`ferry rollout`).
     #[serde(flatten)]
     pub fleet: crate::fleet::FleetConfig,
+    /// `ferry deploy`'s keys: hooks, backup policy, restore on failure (`deploy.rs`).
+    #[serde(flatten)]
+    pub deploy: crate::deploy::DeploySection,
 }
 
 /// One freeze window, e.g. `{ days = ["fri"], from = "18:00", to = "06:00", tz = "Europe/Berlin" }`.
@@ -93,6 +158,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub migrations: Option<PathBuf>,
     pub lock_timeout: Option<String>,
+    pub ddl_lock_timeout: Option<String>,
+    pub ddl_lock_retries: Option<u32>,
     pub store: Option<String>,
 }
 
@@ -106,9 +173,14 @@ pub struct Settings {
     pub database_url: Option<DatabaseUrl>,
     pub migrations_dir: PathBuf,
     pub lock_timeout: Duration,
+    /// How long a migration's statements wait for a table lock; `None` waits forever.
+    pub ddl_lock_timeout: Option<Duration>,
+    pub ddl_lock_retries: u32,
     pub store_url: Option<String>,
     pub store_endpoint: Option<String>,
     pub store_region: Option<String>,
+    /// Timeouts and retries for S3 endpoints and registries (`[store]`).
+    pub network: Network,
     /// The parsed file (empty when there is none), for commands that need more of it.
     pub file: ConfigFile,
 }
@@ -209,16 +281,87 @@ pub fn resolve(
         None => DEFAULT_LOCK_TIMEOUT,
     };
 
+    let ddl_lock_timeout = match over
+        .ddl_lock_timeout
+        .as_ref()
+        .or(file.migrations.ddl_lock_timeout.as_ref())
+    {
+        Some(text) => match parse_duration(text) {
+            Ok(Duration::ZERO) => None,
+            Ok(d) => Some(d),
+            Err(reason) => {
+                return Err(CoreError::BadValue {
+                    what: "DDL lock timeout ([migrations] ddl_lock_timeout, --ddl-lock-timeout)"
+                        .into(),
+                    value: text.clone(),
+                    reason,
+                });
+            }
+        },
+        None => Some(DEFAULT_DDL_LOCK_TIMEOUT),
+    };
+    let ddl_lock_retries = over
+        .ddl_lock_retries
+        .or(file.migrations.ddl_lock_retries)
+        .unwrap_or(DEFAULT_DDL_LOCK_RETRIES);
+    let network = network(&file.store)?;
+
     Ok(Settings {
         config_path,
         env,
         database_url,
         migrations_dir,
         lock_timeout,
+        ddl_lock_timeout,
+        ddl_lock_retries,
         store_url: over.store.clone().or_else(|| file.store.url.clone()),
         store_endpoint: file.store.endpoint.clone(),
         store_region: file.store.region.clone(),
+        network,
         file,
+    })
+}
+
+/// `[store] connect_timeout`, `read_timeout` and `retries` over [`Network::DEFAULT`].
+fn network(store: &StoreSection) -> Result<Network, CoreError> {
+    let timeout = |key: &str, value: &Option<String>, default: Duration| {
+        match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => Err(CoreError::BadValue {
+                what: format!("[store] {key}"),
+                value: text.clone(),
+                reason: "a timeout of 0 would wait forever on a silent server; give a duration such as 30s".into(),
+            }),
+            Ok(d) => Ok(d),
+            Err(reason) => Err(CoreError::BadValue {
+                what: format!("[store] {key}"),
+                value: text.clone(),
+                reason,
+            }),
+        },
+    }
+    };
+    let retries = store.retries.unwrap_or(Network::DEFAULT.retries);
+    if retries > 20 {
+        return Err(CoreError::BadValue {
+            what: "[store] retries".into(),
+            value: retries.to_string(),
+            reason: "at most 20".into(),
+        });
+    }
+    Ok(Network {
+        connect_timeout: timeout(
+            "connect_timeout",
+            &store.connect_timeout,
+            Network::DEFAULT.connect_timeout,
+        )?,
+        read_timeout: timeout(
+            "read_timeout",
+            &store.read_timeout,
+            Network::DEFAULT.read_timeout,
+        )?,
+        retries,
     })
 }
 
@@ -344,12 +487,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = num.parse().map_err(|_| {
         "expected a number with an optional unit: ms, s, m, h or d (e.g. 60s)".to_string()
     })?;
+    let secs = |per_unit: u64| {
+        n.checked_mul(per_unit)
+            .map(Duration::from_secs)
+            .ok_or_else(|| "too long; give at most a few days (e.g. 7d)".to_string())
+    };
     match unit.trim() {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 86_400)),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
         other => Err(format!("unknown unit `{other}`; use ms, s, m, h or d")),
     }
 }
@@ -385,6 +533,45 @@ mod tests {
             "cost $5 and $x"
         );
         assert_eq!(expand_vars("${NOPE}", &l).unwrap_err(), "NOPE");
+    }
+
+    #[test]
+    fn ddl_lock_timeout_flag_beats_file_and_zero_waits_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(
+            dir.path(),
+            "[migrations]\nddl_lock_timeout = \"3s\"\nddl_lock_retries = 1\n",
+        );
+        let l = vars(&[]);
+        let defaults = resolve(&Overrides::default(), &l).unwrap();
+        assert_eq!(defaults.ddl_lock_timeout, Some(DEFAULT_DDL_LOCK_TIMEOUT));
+        assert_eq!(defaults.ddl_lock_retries, DEFAULT_DDL_LOCK_RETRIES);
+        let file = Overrides {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let s = resolve(&file, &l).unwrap();
+        assert_eq!(s.ddl_lock_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(s.ddl_lock_retries, 1);
+        let flags = Overrides {
+            config: Some(cfg.clone()),
+            ddl_lock_timeout: Some("0".into()),
+            ddl_lock_retries: Some(0),
+            ..Default::default()
+        };
+        let s = resolve(&flags, &l).unwrap();
+        assert_eq!(s.ddl_lock_timeout, None, "0 waits forever");
+        assert_eq!(s.ddl_lock_retries, 0);
+        let bad = Overrides {
+            config: Some(cfg),
+            ddl_lock_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        let err = resolve(&bad, &l).unwrap_err().to_string();
+        assert!(
+            err.contains("ddl_lock_timeout") && err.contains("soon"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -553,10 +740,73 @@ mod tests {
     }
 
     #[test]
+    fn network_settings_come_from_the_store_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let over = |cfg: PathBuf| Overrides {
+            config: Some(cfg),
+            ..Default::default()
+        };
+        let cfg = write(dir.path(), "[store]\nurl = \"s3://b/p\"\n");
+        assert_eq!(
+            resolve(&over(cfg), &|_| None).unwrap().network,
+            Network::DEFAULT
+        );
+        let cfg = write(
+            dir.path(),
+            "[store]\nconnect_timeout = \"2s\"\nread_timeout = \"1500ms\"\nretries = 0\n",
+        );
+        let n = resolve(&over(cfg), &|_| None).unwrap().network;
+        assert_eq!(
+            n,
+            Network {
+                connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_millis(1500),
+                retries: 0
+            }
+        );
+        assert_eq!(n.worst_case(), Duration::from_millis(3500));
+        for (text, named) in [
+            ("read_timeout = \"0s\"", "read_timeout"),
+            ("connect_timeout = \"soon\"", "connect_timeout"),
+            ("retries = 99", "retries"),
+        ] {
+            let cfg = write(dir.path(), &format!("[store]\n{text}\n"));
+            let err = resolve(&over(cfg), &|_| None).unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
+        assert_eq!(Network::backoff(1), Duration::from_millis(500));
+        assert_eq!(Network::backoff(2), Duration::from_secs(1));
+        assert_eq!(Network::backoff(10), Duration::from_secs(8));
+        // 4 tries of 40 s, and 0.5 + 1 + 2 s between them.
+        assert_eq!(
+            Network::DEFAULT.worst_case(),
+            Duration::from_millis(163_500)
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
+    }
+
+    /// Found while writing the `config` fuzz target: a large count with a unit overflowed the
+    /// multiplication (a panic in debug builds, a wrong timeout in release ones).
+    #[test]
+    fn durations_too_long_for_their_unit_are_refused() {
+        for text in [
+            "213503982334602d",
+            "307445734561825861m",
+            "5124095576030432h",
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("too long"), "{text}: {err}");
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615").unwrap(),
+            Duration::from_secs(u64::MAX)
+        );
     }
 }

@@ -114,6 +114,100 @@ impl DatabaseUrl {
     }
 }
 
+/// The pieces of a server URL, percent-decoded the way the drivers decode them: `%2B` is `+`,
+/// and a raw `+` in the user info is a `+` (never a space, which is form encoding, not URLs).
+/// What client tools get as arguments and, for the password, environment. `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlParts {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: String,
+    /// The query parameters (`sslmode`, `socket`, ...), decoded as sqlx decodes them.
+    pub query: Vec<(String, String)>,
+}
+
+impl UrlParts {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The password of the user info, else of a `password=` query parameter.
+    pub fn any_password(&self) -> Option<&str> {
+        self.password.as_deref().or_else(|| self.param("password"))
+    }
+}
+
+impl fmt::Debug for UrlParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UrlParts")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+fn percent_decoded(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl DatabaseUrl {
+    fn server_url(&self) -> Result<url::Url, CoreError> {
+        let bad = |reason: String| CoreError::BadUrl {
+            url: self.redacted(),
+            reason,
+        };
+        if self.engine == Engine::Sqlite {
+            return Err(bad("a SQLite URL names a file, not a server".into()));
+        }
+        url::Url::parse(&self.raw).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The decoded pieces of a PostgreSQL or MySQL URL (an error for SQLite).
+    pub fn parts(&self) -> Result<UrlParts, CoreError> {
+        let parsed = self.server_url()?;
+        Ok(UrlParts {
+            host: parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()),
+            port: parsed.port(),
+            user: (!parsed.username().is_empty()).then(|| percent_decoded(parsed.username())),
+            password: parsed.password().map(percent_decoded),
+            database: percent_decoded(parsed.path().trim_start_matches('/')),
+            query: parsed
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        })
+    }
+
+    /// The same server, user, password and parameters, with database `name` (PostgreSQL,
+    /// MySQL); the scratch databases of restore checks, compat proofs and tests.
+    pub fn with_database(&self, name: &str) -> Result<DatabaseUrl, CoreError> {
+        let mut parsed = self.server_url()?;
+        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'_')
+            .remove(b'-')
+            .remove(b'.');
+        let encoded: String = percent_encoding::utf8_percent_encode(name, SEGMENT).collect();
+        parsed.set_path(&format!("/{encoded}"));
+        Ok(DatabaseUrl {
+            raw: parsed.to_string(),
+            engine: self.engine,
+        })
+    }
+}
+
 /// The file path part of a `sqlite:` URL, without query parameters.
 pub fn sqlite_path(raw: &str) -> &str {
     let rest = &raw[raw.find(':').map(|i| i + 1).unwrap_or(0)..];
@@ -142,9 +236,22 @@ pub fn redact(s: &str) -> String {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
         // userinfo ends at the last '@' before the first '/', '?', '#' or whitespace.
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .unwrap_or(tail.len());
+        let stop = |c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace();
+        let mut end = tail.find(stop).unwrap_or(tail.len());
+        // A password with a raw `/`, `?` or `#` (not percent-encoded) ends that early:
+        // `u:p/w@host` is no `host:port`, so the userinfo runs to the word's last '@'.
+        let cut = &tail[..end];
+        if !cut.contains('@')
+            && !cut.starts_with('[')
+            && cut.split_once(':').is_some_and(|(_, port)| {
+                port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit())
+            })
+        {
+            let word = tail.find(char::is_whitespace).unwrap_or(tail.len());
+            if let Some(at) = tail[..word].rfind('@') {
+                end = at + tail[at..].find(stop).unwrap_or(tail.len() - at);
+            }
+        }
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -242,6 +349,36 @@ mod tests {
         assert!(url.expose().contains("s3cr%40t"));
     }
 
+    /// Found by the `config` fuzz target: an invalid URL's error showed a password holding a
+    /// raw `/` (`invalid database URL `mysql://u:p/ss+w@rd@h/db``), because the textual
+    /// redaction ended the authority at that `/`.
+    #[test]
+    fn redact_hides_passwords_with_raw_slashes_question_marks_and_hashes() {
+        assert_eq!(
+            redact("invalid database URL `mysql://u:p/ss+w@rd:x%2B@h/db?x=1`: invalid port number"),
+            "invalid database URL `mysql://u:***@h/db?x=1`: invalid port number"
+        );
+        assert_eq!(redact("postgres://u:p?ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact("postgres://u:p#ss@h/db x"),
+            "postgres://u:***@h/db x"
+        );
+        // A port, an IPv6 host and an `@` later in the URL are not passwords.
+        for kept in [
+            "postgres://h:5432/db?email=a@b",
+            "postgres://[::1]:5432/db?x=a@b",
+            "mysql://h/db?x=a@b c@d",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+        let url = DatabaseUrl::parse("postgres://u:pa/ss@h/db");
+        let shown = match url {
+            Ok(u) => u.to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(!shown.contains("pa/ss"), "{shown}");
+    }
+
     #[test]
     fn redact_handles_text_and_query_passwords() {
         assert_eq!(
@@ -260,6 +397,53 @@ mod tests {
     fn mariadb_scheme_is_spelled_mysql_for_the_driver() {
         let url = DatabaseUrl::parse("mariadb://root@127.0.0.1/app").unwrap();
         assert_eq!(url.for_driver(), "mysql://root@127.0.0.1/app");
+    }
+
+    #[test]
+    fn parts_decode_percent_escapes_and_keep_a_raw_plus() {
+        // The password is `a+b%2Bc@d:e/f` after decoding: a raw `+` stays a `+`.
+        let url = DatabaseUrl::parse(
+            "postgres://us%40er:a+b%252Bc%40d%3Ae%2Ff@db.example:6543/my%20db?sslmode=disable",
+        )
+        .unwrap();
+        let p = url.parts().unwrap();
+        assert_eq!(p.user.as_deref(), Some("us@er"));
+        assert_eq!(p.password.as_deref(), Some("a+b%2Bc@d:e/f"));
+        assert_eq!(p.host.as_deref(), Some("db.example"));
+        assert_eq!(p.port, Some(6543));
+        assert_eq!(p.database, "my db");
+        assert_eq!(p.param("sslmode"), Some("disable"));
+        assert!(!format!("{p:?}").contains("a+b"), "{p:?}");
+        let plus = DatabaseUrl::parse("mysql://u:x+y@h/db")
+            .unwrap()
+            .parts()
+            .unwrap();
+        assert_eq!(plus.password.as_deref(), Some("x+y"));
+        assert!(DatabaseUrl::parse("sqlite:a.db").unwrap().parts().is_err());
+    }
+
+    #[test]
+    fn with_database_keeps_everything_but_the_name() {
+        let url = DatabaseUrl::parse(
+            "postgres://u:p%2Bw+d@h:5433/app?sslmode=require&application_name=x",
+        )
+        .unwrap();
+        let scratch = url.with_database("ferry_scratch_1").unwrap();
+        assert_eq!(
+            scratch.expose(),
+            "postgres://u:p%2Bw+d@h:5433/ferry_scratch_1?sslmode=require&application_name=x"
+        );
+        assert_eq!(scratch.engine(), Engine::Postgres);
+        assert_eq!(scratch.database_name(), "ferry_scratch_1");
+        let bare = DatabaseUrl::parse("mariadb://root@127.0.0.1").unwrap();
+        assert_eq!(
+            bare.with_database("t").unwrap().expose(),
+            "mariadb://root@127.0.0.1/t"
+        );
+        assert_eq!(
+            bare.with_database("t").unwrap().for_driver(),
+            "mysql://root@127.0.0.1/t"
+        );
     }
 
     #[test]

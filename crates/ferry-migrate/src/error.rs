@@ -63,6 +63,20 @@ pub enum MigrateError {
     )]
     LockTimeout { url: String, timeout: Duration },
 
+    #[error("{}", ddl_lock_message(.label, *.direction, *.timeout, *.attempts, .blockers))]
+    DdlLockTimeout {
+        label: String,
+        direction: Direction,
+        /// The DDL lock timeout each try waited.
+        timeout: Duration,
+        attempts: u32,
+        /// The sessions that held the lock, as the server described them on the last try.
+        blockers: Vec<crate::drivers::Blocker>,
+        /// The engine's lock-timeout error of the last try.
+        #[source]
+        source: sqlx::Error,
+    },
+
     #[error(
         "applied migration{} changed since {}: {}. Restore the file{} as applied, or, if the change is \
          intended and already reflected in the database, run `ferry migrate repair`",
@@ -126,6 +140,36 @@ fn execute_message(
             "{what} migration {label} failed: {source}. It was rolled back; nothing was recorded"
         )
     }
+}
+
+fn ddl_lock_message(
+    label: &str,
+    direction: Direction,
+    timeout: Duration,
+    attempts: u32,
+    blockers: &[crate::drivers::Blocker],
+) -> String {
+    let what = match direction {
+        Direction::Up => "applying",
+        Direction::Down => "reverting",
+    };
+    let held = if blockers.is_empty() {
+        "The database did not name the session holding it (SQLite cannot; on a server it may have          ended meanwhile)"
+            .to_string()
+    } else {
+        format!(
+            "Held by {}",
+            blockers
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    };
+    format!(
+        "{what} migration {label} gave up waiting for a table lock: {attempts} tr{} of {timeout:?}          each (--ddl-lock-timeout). Nothing was changed or recorded. {held}. Let that transaction          finish (or end it), then run the command again; or raise --ddl-lock-timeout (0 waits          forever, and every query on the table queues behind the migration meanwhile)",
+        if attempts == 1 { "y" } else { "ies" }
+    )
 }
 
 pub type Result<T, E = MigrateError> = std::result::Result<T, E>;

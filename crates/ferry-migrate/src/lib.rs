@@ -26,11 +26,13 @@ mod migrator;
 pub mod source;
 pub mod sql;
 
-pub use drivers::{Driver, HistoryRecord, Tool, connect};
+pub use drivers::{
+    Blocker, Conn, Driver, HISTORY_TABLE, HistoryRecord, Tool, connect, current_version,
+};
 pub use error::{Direction, MigrateError, Result};
 pub use migrator::{
-    BaselineReport, DownReport, DownTarget, MigrateOptions, MigrationStatus, Migrator, Observer,
-    Problem, Quiet, RedoReport, RepairChange, RepairReport, State, StatusReport, Step, UpReport,
-    ValidateReport,
+    BaselineReport, DdlLock, DownReport, DownTarget, MigrateOptions, MigrationStatus, Migrator,
+    Observer, Problem, Quiet, RedoReport, RepairChange, RepairReport, State, StatusReport, Step,
+    UpReport, ValidateReport,
 };
 pub use source::{Layout, Migration, SourceError};

@@ -33,6 +33,31 @@ impl Default for MigrateOptions {
     }
 }
 
+/// How long each migration's statements wait for a lock on a table a long transaction holds
+/// (distinct from [`MigrateOptions::lock_timeout`], the wait for ferry's own migration lock).
+/// A migration that queues behind a long transaction would block every query on its table
+/// behind it; with a timeout it gives up (rolled back, nothing recorded), pauses and tries again,
+/// and after the last try names the sessions that held the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DdlLock {
+    /// `None` waits forever (the database's own behaviour).
+    pub timeout: Option<Duration>,
+    /// Tries after the first one.
+    pub retries: u32,
+    /// The pause before the first retry; each later pause is twice the one before.
+    pub pause: Duration,
+}
+
+impl Default for DdlLock {
+    fn default() -> Self {
+        Self {
+            timeout: Some(ferry_core::config::DEFAULT_DDL_LOCK_TIMEOUT),
+            retries: ferry_core::config::DEFAULT_DDL_LOCK_RETRIES,
+            pause: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Told about each migration as it runs (the CLI draws a progress bar with it).
 pub trait Observer: Sync {
     fn started(&self, _label: &str, _direction: Direction, _index: usize, _total: usize) {}
@@ -170,6 +195,7 @@ pub enum DownTarget {
 pub struct Migrator {
     migrations: Vec<Migration>,
     options: MigrateOptions,
+    ddl_lock: DdlLock,
 }
 
 impl Migrator {
@@ -186,11 +212,19 @@ impl Migrator {
         Self {
             migrations,
             options,
+            ddl_lock: DdlLock::default(),
         }
     }
 
     pub fn with_options(mut self, options: MigrateOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// How long each migration waits for the locks its statements need, and how often it
+    /// tries (default: 10 s, 3 retries).
+    pub fn with_ddl_lock(mut self, ddl_lock: DdlLock) -> Self {
+        self.ddl_lock = ddl_lock;
         self
     }
 
@@ -629,13 +663,17 @@ impl Migrator {
             observer.started(&label, Direction::Up, i, plan.len());
             let started = Instant::now();
             let record = self.record_for(m);
-            if driver.transactional_ddl() && m.up_transaction {
-                if !driver.apply_atomic(&m.up, &record).await? {
-                    tracing::info!(migration = %label, "already applied by a concurrent run; skipped");
-                    continue;
-                }
-            } else {
-                tracked(driver, &m.up, &record, &label, Direction::Up).await?;
+            let atomic = driver.transactional_ddl() && m.up_transaction;
+            let run = Run {
+                script: &m.up,
+                record: &record,
+                label: &label,
+                direction: Direction::Up,
+                atomic,
+            };
+            if !self.run_one(driver, &run).await? {
+                tracing::info!(migration = %label, "already applied by a concurrent run; skipped");
+                continue;
             }
             let elapsed = started.elapsed();
             tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "applied");
@@ -663,13 +701,16 @@ impl Migrator {
             let down = h.down_sql.as_deref().unwrap_or_default();
             observer.started(&label, Direction::Down, i, plan.len());
             let started = Instant::now();
-            if driver.transactional_ddl() && h.down_transaction {
-                if !driver.revert_atomic(down, h.version, &label).await? {
-                    tracing::info!(migration = %label, "already reverted by a concurrent run; skipped");
-                    continue;
-                }
-            } else {
-                tracked(driver, down, h, &label, Direction::Down).await?;
+            let run = Run {
+                script: down,
+                record: h,
+                label: &label,
+                direction: Direction::Down,
+                atomic: driver.transactional_ddl() && h.down_transaction,
+            };
+            if !self.run_one(driver, &run).await? {
+                tracing::info!(migration = %label, "already reverted by a concurrent run; skipped");
+                continue;
             }
             let elapsed = started.elapsed();
             tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "reverted");
@@ -685,16 +726,116 @@ impl Migrator {
     }
 }
 
+/// One migration to apply or revert.
+struct Run<'a> {
+    script: &'a str,
+    record: &'a HistoryRecord,
+    label: &'a str,
+    direction: Direction,
+    /// Script and history change in one transaction (else: tracked).
+    atomic: bool,
+}
+
+/// How one try of a migration ended, when it did not succeed.
+enum Failure {
+    /// It waited longer than the DDL lock timeout before anything took effect, and the history
+    /// says what it said before: it can be tried again.
+    LockWait(sqlx::Error),
+    Other(MigrateError),
+}
+
+impl From<MigrateError> for Failure {
+    fn from(e: MigrateError) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl Migrator {
+    /// Applies or reverts one migration under the DDL lock timeout, trying again after a
+    /// growing pause while it only waited for a lock; `Ok(false)` when a concurrent run had
+    /// done it already. The last try watches who blocks it, to name them if it gives up.
+    async fn run_one(&self, driver: &mut dyn Driver, run: &Run<'_>) -> Result<bool> {
+        let ddl = self.ddl_lock;
+        let tries = ddl.retries.saturating_add(1);
+        let mut pause = ddl.pause;
+        for attempt in 1..=tries {
+            driver.set_ddl_lock_timeout(ddl.timeout).await?;
+            let last = attempt == tries;
+            let watching = last && ddl.timeout.is_some();
+            if watching {
+                driver.watch_blockers().await?;
+            }
+            let outcome = if run.atomic {
+                atomic(driver, run).await
+            } else {
+                tracked(driver, run).await.map(|()| true)
+            };
+            let blockers = if watching {
+                driver.blockers().await
+            } else {
+                Ok(Vec::new())
+            };
+            let source = match outcome {
+                Ok(done) => return Ok(done),
+                Err(Failure::Other(e)) => return Err(e),
+                Err(Failure::LockWait(source)) => source,
+            };
+            let timeout = ddl.timeout.unwrap_or_default();
+            if last {
+                return Err(MigrateError::DdlLockTimeout {
+                    label: run.label.to_string(),
+                    direction: run.direction,
+                    timeout,
+                    attempts: tries,
+                    blockers: blockers.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "could not read who holds the lock");
+                        Vec::new()
+                    }),
+                    source,
+                });
+            }
+            tracing::warn!(
+                migration = %run.label,
+                attempt,
+                timeout_ms = timeout.as_millis() as u64,
+                pause_ms = pause.as_millis() as u64,
+                "waited too long for a lock; nothing was changed, trying again after a pause"
+            );
+            tokio::time::sleep(pause).await;
+            pause = pause.saturating_mul(2);
+        }
+        unreachable!("the last try returns")
+    }
+}
+
+/// Script and history change in one transaction: any failure rolled both back, so a lock wait
+/// can be tried again.
+async fn atomic(driver: &mut dyn Driver, run: &Run<'_>) -> Result<bool, Failure> {
+    let result = match run.direction {
+        Direction::Up => driver.apply_atomic(run.script, run.record).await,
+        Direction::Down => {
+            driver
+                .revert_atomic(run.script, run.record.version, run.label)
+                .await
+        }
+    };
+    match result {
+        Ok(done) => Ok(done),
+        Err(MigrateError::Execute { source, .. } | MigrateError::Database { source, .. })
+            if drivers::is_lock_wait_timeout(driver.engine(), &source) =>
+        {
+            Err(Failure::LockWait(source))
+        }
+        Err(e) => Err(Failure::Other(e)),
+    }
+}
+
 /// Runs a script the database cannot roll back: the history row says "unfinished" while it runs,
 /// so a crash or an error leaves a `failed` record instead of a silent half-applied migration.
-async fn tracked(
-    driver: &mut dyn Driver,
-    script: &str,
-    record: &HistoryRecord,
-    label: &str,
-    direction: Direction,
-) -> Result<()> {
-    match direction {
+/// A lock wait on the script's first statement changed nothing: the row is put back as it was.
+async fn tracked(driver: &mut dyn Driver, run: &Run<'_>) -> Result<(), Failure> {
+    let record = run.record;
+    match run.direction {
         Direction::Up => {
             driver
                 .insert_record(&HistoryRecord {
@@ -710,25 +851,33 @@ async fn tracked(
         }
     }
     let started = Instant::now();
-    if let Err(e) = driver.execute(script).await {
-        return Err(match e {
-            MigrateError::Database { source, .. } => MigrateError::Execute {
-                label: label.to_string(),
-                direction,
-                source,
-                recorded_failed: true,
-            },
-            other => other,
-        });
+    if let Err(e) = driver.run_script(run.script).await {
+        if e.completed == 0 && drivers::is_lock_wait_timeout(driver.engine(), &e.source) {
+            match run.direction {
+                Direction::Up => driver.delete_record(record.version).await?,
+                Direction::Down => {
+                    driver
+                        .set_success(record.version, true, record.execution_ms)
+                        .await?
+                }
+            }
+            return Err(Failure::LockWait(e.source));
+        }
+        return Err(Failure::Other(MigrateError::Execute {
+            label: run.label.to_string(),
+            direction: run.direction,
+            source: e.source,
+            recorded_failed: true,
+        }));
     }
-    match direction {
+    Ok(match run.direction {
         Direction::Up => {
             driver
                 .set_success(record.version, true, started.elapsed().as_millis() as i64)
-                .await
+                .await?
         }
-        Direction::Down => driver.delete_record(record.version).await,
-    }
+        Direction::Down => driver.delete_record(record.version).await?,
+    })
 }
 
 fn step(version: i64, name: &str, duration_ms: u64, sql: Option<String>) -> Step {

@@ -337,7 +337,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>, SourceError> {
 /// trailing spaces and tabs on every line, drop trailing empty lines; keep one final `\n` if the
 /// result is non-empty.
 pub fn normalize(sql: &str) -> String {
-    let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql);
+    // Every leading BOM: an editor that saves a file "as UTF-8 with BOM" twice leaves two, and
+    // the second would reach the database as part of the first statement.
+    let sql = sql.trim_start_matches('\u{feff}');
     let sql = sql.replace("\r\n", "\n").replace('\r', "\n");
     let mut out = String::with_capacity(sql.len() + 1);
     for line in sql.split('\n') {
@@ -1668,6 +1670,22 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(normalize(input), want, "{input:?}");
             assert_eq!(normalize(want), want, "idempotent on {want:?}");
+        }
+    }
+
+    /// Found by the `migration_dir` fuzz target: with two leading BOMs only one was stripped,
+    /// so the stored up script started with U+FEFF and normalizing it again changed it.
+    #[test]
+    fn normalize_strips_every_leading_bom_and_is_idempotent() {
+        assert_eq!(normalize("\u{feff}\u{feff}SELECT 1;\r\n"), "SELECT 1;\n");
+        for text in [
+            "\u{feff}\u{feff}a \r\n\r\n",
+            "a\r\r\nb\t\n\n",
+            "\u{feff}",
+            " \n\t",
+        ] {
+            let once = normalize(text);
+            assert_eq!(normalize(&once), once, "{text:?}");
         }
     }
 

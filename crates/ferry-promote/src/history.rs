@@ -54,6 +54,15 @@ pub(crate) struct Record {
     pub actor: String,
     pub at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// Added by `ferry deploy` (absent from older records and plain promotions): the highest
+    /// applied migration the release runs against, the backup taken before its migrations,
+    /// and its deployment record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
 }
 
 /// One release as reported: the JSON keys are the `ferry releases` contract.
@@ -72,6 +81,15 @@ pub struct Release {
     /// the `releases` JSON, which the issue fixes.
     #[serde(skip)]
     pub replaced: Option<Digest>,
+    /// The schema version recorded with the release by `ferry deploy` (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    /// The backup taken before the release's migrations (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The deployment record that made it live (additive key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
     /// The rollouts of this release to the environment's hosts, oldest first (an additive key,
     /// absent when there were none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -286,6 +304,9 @@ impl History {
                 at: r.at,
                 reason: r.reason,
                 replaced: r.previous,
+                schema_version: r.schema_version,
+                backup_id: r.backup_id,
+                deploy: r.deploy,
                 rollouts: Vec::new(),
             })
             .collect();
@@ -365,6 +386,9 @@ mod tests {
             actor: "t".into(),
             at: Utc::now(),
             reason: None,
+            schema_version: None,
+            backup_id: None,
+            deploy: None,
         }
     }
 

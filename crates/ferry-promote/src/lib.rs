@@ -85,7 +85,7 @@ pub use error::{PromoteError, Result};
 pub use freeze::FreezeWindow;
 pub use history::{Action, Release, RolloutHostRecord, RolloutRecord, Status};
 pub use location::{
-    ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, StoreLocation, copy_verified,
+    ArtifactLocation, BLOB_PREFIX, CopyOutcome, LocFut, LocationUrl, StoreLocation, copy_verified,
     open_location, verify_at,
 };
 pub use oci::{Credentials, ImageRef, MANIFEST_TYPES, OciLocation, OciUrl, RegistryOptions};
@@ -200,6 +200,18 @@ impl FromStr for RollbackTarget {
     }
 }
 
+/// What a deployment records with a release (all optional: a plain `ferry promote` records
+/// none of it).
+#[derive(Debug, Clone, Default)]
+pub struct DeployInfo {
+    /// The highest applied migration the release runs against.
+    pub schema_version: Option<i64>,
+    /// The backup taken before the release's migrations.
+    pub backup_id: Option<String>,
+    /// The sequence number of the deployment record (`ferry deploy status`).
+    pub deploy: Option<u64>,
+}
+
 /// A promotion or rollback that passed its checks and whose artifact is in place, waiting
 /// to be recorded.
 pub struct Plan {
@@ -252,6 +264,25 @@ impl Plan {
         self.record.digest
     }
 
+    /// The release's name and version, as they will be recorded.
+    pub fn artifact(&self) -> Artifact {
+        Artifact {
+            name: self.record.name.clone(),
+            version: self.record.version.clone(),
+            digest: self.record.digest,
+        }
+    }
+
+    /// Records, with the release, the schema version it runs against, the backup taken
+    /// before its migrations and the deployment that made it live (`ferry deploy`, which
+    /// `ferry rollback` reads to bring the schema back with the artifact).
+    pub fn with_deploy(mut self, info: DeployInfo) -> Self {
+        self.record.schema_version = info.schema_version;
+        self.record.backup_id = info.backup_id;
+        self.record.deploy = info.deploy;
+        self
+    }
+
     /// Records the release, if its sequence number is still free; else
     /// [`PromoteError::Conflict`], and nothing is recorded.
     pub async fn commit(self) -> Result<PromoteReport> {
@@ -284,6 +315,9 @@ impl Plan {
                 at: r.at,
                 reason: r.reason,
                 replaced: r.previous,
+                schema_version: r.schema_version,
+                backup_id: r.backup_id,
+                deploy: r.deploy,
                 rollouts: Vec::new(),
             },
             previous: r.previous,
@@ -387,12 +421,10 @@ pub struct Promoter {
     central: Arc<dyn ObjectStore>,
     central_loc: Arc<dyn ArtifactLocation>,
     envs: BTreeMap<String, EnvSpec>,
+    /// Each environment's `artifacts`, parsed once.
+    locations: BTreeMap<String, LocationUrl>,
     options: StoreOptions,
     registry: RegistryOptions,
-}
-
-fn is_oci(url: Option<&str>) -> bool {
-    url.is_some_and(|u| u.starts_with("oci://"))
 }
 
 impl Promoter {
@@ -405,21 +437,24 @@ impl Promoter {
     ) -> Result<Self> {
         let envs: BTreeMap<String, EnvSpec> =
             envs.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let central_url = central.url();
+        let mut locations = BTreeMap::new();
         for env in envs.values() {
             digest::check_name(&env.name).map_err(|reason| PromoteError::BadEnvConfig {
                 env: env.name.clone(),
                 reason,
             })?;
-            if let Some(url) = env.artifacts.as_deref().filter(|u| is_oci(Some(u)))
-                && !url.contains("${")
-            {
-                OciUrl::parse(url)?;
-            }
+            locations.insert(
+                env.name.clone(),
+                LocationUrl::parse(env.artifacts.as_deref(), &central_url)?,
+            );
+        }
+        for env in envs.values() {
             // A registry copies only from a registry, a store only from a store.
             if let Some(req) = env.requires.as_ref().and_then(|r| envs.get(r)) {
                 let (mine, theirs) = (
-                    is_oci(env.artifacts.as_deref()),
-                    is_oci(req.artifacts.as_deref()),
+                    locations[&env.name].is_registry(),
+                    locations[&req.name].is_registry(),
                 );
                 if mine != theirs {
                     let kind = |oci| if oci { "an OCI registry" } else { "a store" };
@@ -458,6 +493,7 @@ impl Promoter {
             central_loc: Arc::new(StoreLocation::new(central.clone())),
             central,
             envs,
+            locations,
             options,
             registry: RegistryOptions::default(),
         })
@@ -500,23 +536,23 @@ impl Promoter {
 
     /// The location of an environment's artifacts.
     pub async fn location(&self, env: &str) -> Result<Arc<dyn ArtifactLocation>> {
-        match &self.env(env)?.artifacts {
-            None => Ok(self.central_loc.clone()),
-            Some(url) if url.trim_end_matches('/') == self.central.url() => {
-                Ok(self.central_loc.clone())
-            }
+        let name = &self.env(env)?.name;
+        match &self.locations[name] {
+            LocationUrl::Central => Ok(self.central_loc.clone()),
             // `ferry.toml` expands `${VAR}` only in the selected environment; a location of
             // another one may still hold the reference, which is no place to copy to.
-            Some(url) if url.contains("${") => Err(PromoteError::BadEnvConfig {
+            LocationUrl::Unexpanded { url, .. } => Err(PromoteError::BadEnvConfig {
                 env: env.to_string(),
                 reason: format!(
                     "artifacts = \"{url}\" still contains a variable reference; load the configuration with this environment's variables expanded"
                 ),
             }),
-            Some(url) if url.starts_with("oci://") => {
-                Ok(Arc::new(OciLocation::open(url, Some(env), &self.registry)?))
-            }
-            Some(url) => open_location(url, &self.options).await,
+            LocationUrl::Registry(url) => Ok(Arc::new(OciLocation::open_parsed(
+                url.clone(),
+                Some(env),
+                &self.registry,
+            )?)),
+            LocationUrl::Store(url) => open_location(url, &self.options).await,
         }
     }
 
@@ -776,6 +812,9 @@ impl Promoter {
                 actor: req.actor,
                 at: req.now,
                 reason,
+                schema_version: None,
+                backup_id: None,
+                deploy: None,
             },
             location: location.url(),
             retry: Self::retry_command(location.as_ref(), &env.name, &digest),
@@ -911,6 +950,10 @@ impl Promoter {
                     .reason
                     .map(|r| r.trim().to_string())
                     .filter(|r| !r.is_empty()),
+                // The schema a rollback brings back is the target's.
+                schema_version: target.schema_version,
+                backup_id: None,
+                deploy: None,
             },
             location: location.url(),
             retry: Self::retry_command(location.as_ref(), &env.name, &target.digest),

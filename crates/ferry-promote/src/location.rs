@@ -12,6 +12,56 @@ use ferry_store::{ByteStream, ObjectStore, StoreError, StoreOptions};
 
 use crate::digest::{Digest, Verifying};
 use crate::error::{PromoteError, Result};
+use crate::oci::OciUrl;
+
+/// Where an environment's artifacts are, parsed once from its `artifacts = "…"`: everything
+/// after reads this, not the string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationUrl {
+    /// In the central store: no `artifacts`, or the central store's own URL.
+    Central,
+    /// An object store: `file://…`, a plain path, `s3://…`.
+    Store(String),
+    /// A repository in an OCI registry: `oci://HOST[:PORT]/REPO[:TAG]`.
+    Registry(OciUrl),
+    /// A value that still holds a `${VAR}` reference: `ferry.toml` expands variables only in
+    /// the selected environment, so another one's may look like this. It can take part in
+    /// the checks of a `requires` chain (its scheme says which kind it is) but is no place
+    /// to copy to.
+    Unexpanded { url: String, registry: bool },
+}
+
+impl LocationUrl {
+    /// Parses an environment's `artifacts` value; `central` is the central store's URL.
+    pub fn parse(artifacts: Option<&str>, central: &str) -> Result<LocationUrl> {
+        let Some(url) = artifacts else {
+            return Ok(LocationUrl::Central);
+        };
+        let registry = OciUrl::is_oci(url);
+        if ferry_core::config::expand_vars(url, &|_| None).is_err() {
+            return Ok(LocationUrl::Unexpanded {
+                url: url.to_string(),
+                registry,
+            });
+        }
+        if registry {
+            return Ok(LocationUrl::Registry(OciUrl::parse(url)?));
+        }
+        if url.trim_end_matches('/') == central {
+            return Ok(LocationUrl::Central);
+        }
+        Ok(LocationUrl::Store(url.to_string()))
+    }
+
+    /// Whether it is (or, unexpanded, names) an OCI registry.
+    pub fn is_registry(&self) -> bool {
+        match self {
+            LocationUrl::Registry(_) => true,
+            LocationUrl::Unexpanded { registry, .. } => *registry,
+            LocationUrl::Central | LocationUrl::Store(_) => false,
+        }
+    }
+}
 
 /// Where blobs live in every store: `artifacts/sha256/<hex>`, the same in the central store and
 /// in environment stores, so an environment whose location is the central store shares its
@@ -281,7 +331,7 @@ impl ArtifactLocation for StoreLocation {
 /// registries need registry options and the environment's tag: open them with
 /// [`OciLocation::open`](crate::OciLocation::open) (as [`Promoter::location`](crate::Promoter::location) does).
 pub async fn open_location(url: &str, options: &StoreOptions) -> Result<Arc<dyn ArtifactLocation>> {
-    if url.starts_with("oci://") {
+    if OciUrl::is_oci(url) {
         return Err(PromoteError::UnsupportedLocation {
             url: url.to_string(),
             reason: "open oci:// locations with OciLocation::open, which takes registry options and the environment's tag".into(),
@@ -293,4 +343,43 @@ pub async fn open_location(url: &str, options: &StoreOptions) -> Result<Arc<dyn 
             "opening artifact location {url}"
         )))?;
     Ok(Arc::new(StoreLocation::new(store)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_locations_parse_once_into_their_kind() {
+        let central = "s3://acme/central";
+        let parse = |u: Option<&str>| LocationUrl::parse(u, central).unwrap();
+        assert_eq!(parse(None), LocationUrl::Central);
+        assert_eq!(parse(Some("s3://acme/central/")), LocationUrl::Central);
+        assert_eq!(
+            parse(Some("s3://acme/dev")),
+            LocationUrl::Store("s3://acme/dev".into())
+        );
+        let LocationUrl::Registry(oci) = parse(Some("oci://127.0.0.1:5000/app:live")) else {
+            panic!("not a registry")
+        };
+        assert_eq!(oci.to_string(), "oci://127.0.0.1:5000/app:live");
+        assert_eq!(
+            parse(Some("oci://${REGISTRY}/app")),
+            LocationUrl::Unexpanded {
+                url: "oci://${REGISTRY}/app".into(),
+                registry: true
+            }
+        );
+        assert!(!parse(Some("s3://${BUCKET}/x")).is_registry());
+        assert!(parse(Some("oci://r.example.com/app")).is_registry());
+        // `$$` is an escaped `$`, not a variable.
+        assert!(matches!(
+            parse(Some("file:///srv/$$x")),
+            LocationUrl::Store(_)
+        ));
+        assert!(matches!(
+            LocationUrl::parse(Some("oci://host"), central),
+            Err(PromoteError::BadOciUrl { .. })
+        ));
+    }
 }

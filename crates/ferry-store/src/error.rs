@@ -22,12 +22,22 @@ pub enum StoreError {
         expected: String,
         actual: String,
     },
-    #[error("S3 {operation} on {key} failed: {message}")]
+    #[error("S3 {operation} on {key} failed{}: {message}", tries(.attempts))]
     S3 {
         operation: &'static str,
         key: String,
         message: String,
+        /// How many times the request was sent (1 when it was not retried).
+        attempts: u32,
     },
+}
+
+fn tries(attempts: &u32) -> String {
+    if *attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    }
 }
 
 impl StoreError {

@@ -8,6 +8,11 @@
 //! [`PutMode::IfAbsent`] is an atomic create-if-absent (exclusive create on disk,
 //! `If-None-Match: *` on S3), the primitive that lets two concurrent writers race safely.
 //!
+//! Every request to S3 is bounded ([`StoreOptions::network`]): a connect timeout, a read
+//! timeout (to the first byte of the answer, and then between reads of a body), and a number of
+//! retries of what may succeed when tried again, counted in the error. A server that accepts
+//! connections and never answers fails the operation, it never hangs it.
+//!
 //! Key decision: one narrow trait, [`ObjectStore`], with keys as `/`-separated relative paths;
 //! callers (backup, promote) own their key layout and never see which backend they talk to.
 
@@ -66,6 +71,8 @@ pub struct StoreOptions {
     pub region: Option<String>,
     /// Size of the first multipart part in bytes (S3 minimum 5 MiB); `None` for the default.
     pub part_size: Option<usize>,
+    /// Connect and read timeouts and retries of every S3 request (`[store]`).
+    pub network: ferry_core::config::Network,
 }
 
 /// A place to keep objects. Keys are relative, `/`-separated paths.

@@ -10,19 +10,31 @@
 //! under its 10,000-part limit. While one part uploads, the next is read from the body. A failed
 //! upload, including a failed body, is aborted, and an upload abandoned by dropping the future is
 //! aborted in the background.
+//!
+//! Every request has the connect and read timeouts of [`Network`]; the SDK's own retries are
+//! off and [`S3Store::send`] retries what may succeed when tried again (timeouts, connection
+//! errors, throttling, 5xx), `retries` times with a growing pause, so the error can say how
+//! many tries it took. A body being read (`get_stream`) fails when the server sends nothing for
+//! the read timeout. An abort is tried once: it runs after a failure and must not multiply the
+//! time to report it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::io::AsyncReadExt;
+use ferry_core::config::Network;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::{
     BoxFut, ByteStream, ObjectMeta, ObjectStore, PARTIAL, PutMode, Result, ServerCopy, StoreError,
@@ -39,10 +51,6 @@ const DEFAULT_PART_SIZE: usize = 8 * MIB;
 const MAX_PARTS: i32 = 10_000;
 /// The part size doubles after every this many parts.
 const PARTS_PER_SIZE: i32 = 1_000;
-/// Attempts per part (the first try and three retries); the SDK's own retries are off for
-/// `UploadPart` so the two do not multiply.
-const PART_ATTEMPTS: u32 = 4;
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 pub struct S3Store {
     client: Client,
@@ -53,6 +61,13 @@ pub struct S3Store {
     /// Which S3 service the client talks to (endpoint override or AWS region): two stores
     /// with the same one can copy between their buckets server-side.
     service: String,
+    network: Network,
+}
+
+/// A request that failed for good, and how many times it was sent.
+struct Failed<E> {
+    err: SdkError<E>,
+    attempts: u32,
 }
 
 impl S3Store {
@@ -85,28 +100,35 @@ impl S3Store {
             .region(region)
             .load()
             .await;
-        let mut config = aws_sdk_s3::config::Builder::from(&shared);
-        // aws-config already reads AWS_ENDPOINT_URL (and the profile's endpoint_url) into
-        // `shared`, and the builder above AWS_ENDPOINT_URL_S3; we only need to know whether
-        // any of them is set, because S3-compatible servers rarely have per-bucket DNS.
-        let env_s3_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .ok()
-            .filter(|v| !v.is_empty());
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(options.network.connect_timeout)
+                    .read_timeout(options.network.read_timeout)
+                    .build(),
+            )
+            // `send` retries, and counts.
+            .retry_config(RetryConfig::disabled());
+        // The caller resolves the endpoint (the CLI: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL,
+        // `[store] endpoint`); the SDK's shared config may still carry a profile's
+        // endpoint_url. Either way it is an S3-compatible server, which rarely has per-bucket
+        // DNS: path-style.
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint).force_path_style(true);
-        } else if shared.endpoint_url().is_some() || env_s3_endpoint.is_some() {
+        } else if shared.endpoint_url().is_some() {
             config = config.force_path_style(true);
         }
-        let service = match (&options.endpoint, &env_s3_endpoint, shared.endpoint_url()) {
-            (Some(e), _, _) | (None, Some(e), _) => e.clone(),
-            (None, None, Some(e)) => e.to_string(),
-            (None, None, None) => format!(
+        let service = match (&options.endpoint, shared.endpoint_url()) {
+            (Some(e), _) => e.clone(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => format!(
                 "aws:{}",
                 shared.region().map(|r| r.as_ref()).unwrap_or("us-east-1")
             ),
         };
         Ok(Self {
             service,
+            network: options.network,
             client: Client::from_conf(config.build()),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
@@ -137,35 +159,80 @@ impl S3Store {
         format!("s3://{}/{s3_key}", self.bucket)
     }
 
-    fn error<E>(&self, operation: &'static str, s3_key: &str, err: &SdkError<E>) -> StoreError
+    fn error<E>(&self, operation: &'static str, s3_key: &str, failed: &Failed<E>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         StoreError::S3 {
             operation,
             key: self.where_(s3_key),
-            message: describe(err),
+            message: describe(&failed.err),
+            attempts: failed.attempts,
+        }
+    }
+
+    /// Sends a request built by `request`, again after a transient failure (a timeout, a
+    /// connection error, throttling, a 5xx), at most `retries` more times with a growing pause.
+    async fn send<T, E, Fut>(
+        &self,
+        operation: &'static str,
+        s3_key: &str,
+        mut request: impl FnMut() -> Fut,
+    ) -> std::result::Result<T, Failed<E>>
+    where
+        Fut: Future<Output = std::result::Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut attempt = 1;
+        loop {
+            match request().await {
+                Ok(out) => return Ok(out),
+                Err(err) if attempt <= self.network.retries && is_transient(&err) => {
+                    let pause = Network::backoff(attempt);
+                    tracing::warn!(
+                        operation,
+                        key = %self.where_(s3_key),
+                        attempt,
+                        ?pause,
+                        error = %describe(&err),
+                        "S3 request failed; trying again"
+                    );
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(err) => {
+                    return Err(Failed {
+                        err,
+                        attempts: attempt,
+                    });
+                }
+            }
         }
     }
 
     async fn put_object(&self, key: &str, s3_key: &str, data: Bytes, mode: PutMode) -> Result<()> {
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(s3_key)
-            .content_length(data.len() as i64)
-            .body(S3Body::from(data));
-        if mode == PutMode::IfAbsent {
-            request = request.if_none_match("*");
-        }
-        match request.send().await {
+        let result = self
+            .send("PutObject", s3_key, || {
+                let mut request = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(s3_key)
+                    .content_length(data.len() as i64)
+                    .body(S3Body::from(data.clone()));
+                if mode == PutMode::IfAbsent {
+                    request = request.if_none_match("*");
+                }
+                request.send()
+            })
+            .await;
+        match result {
             Ok(_) => Ok(()),
             // 412: the key exists. 409 ConditionalRequestConflict: a concurrent conditional
             // write to the key is in flight and will win or has won; either way not ours.
-            // (An SDK retry of a create whose response was lost also lands here; the caller
-            // sees AlreadyExists for its own object, which is the safe side.)
-            Err(e)
+            // (A retry of a create whose response was lost also lands here; the caller sees
+            // AlreadyExists for its own object, which is the safe side.)
+            Err(Failed { err: e, .. })
                 if mode == PutMode::IfAbsent
                     && (status(&e) == Some(412)
                         || e.code() == Some("PreconditionFailed")
@@ -193,11 +260,13 @@ impl S3Store {
         }
 
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&s3_key)
-            .send()
+            .send("CreateMultipartUpload", &s3_key, || {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&s3_key)
+                    .send()
+            })
             .await
             .map_err(|e| self.error("CreateMultipartUpload", &s3_key, &e))?;
         let Some(upload_id) = created.upload_id() else {
@@ -205,6 +274,7 @@ impl S3Store {
                 operation: "CreateMultipartUpload",
                 key: self.where_(&s3_key),
                 message: "the response has no upload id".into(),
+                attempts: 1,
             });
         };
         let mut pending = PendingUpload {
@@ -279,28 +349,30 @@ impl S3Store {
                          starting at {} bytes hold; set a larger part size",
                         self.first_part_size
                     ),
+                    attempts: 1,
                 });
             }
             number += 1;
             current = next;
         }
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(s3_key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.error("CompleteMultipartUpload", s3_key, &e))?;
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build();
+        self.send("CompleteMultipartUpload", s3_key, || {
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(s3_key)
+                .upload_id(upload_id)
+                .multipart_upload(completed.clone())
+                .send()
+        })
+        .await
+        .map_err(|e| self.error("CompleteMultipartUpload", s3_key, &e))?;
         Ok(total)
     }
 
-    /// Uploads one part, retrying transient failures with exponential backoff; returns its ETag.
+    /// Uploads one part (retried like every request); returns its ETag.
     async fn upload_part(
         &self,
         s3_key: &str,
@@ -308,56 +380,34 @@ impl S3Store {
         number: i32,
         data: Bytes,
     ) -> Result<String> {
-        let mut delay = FIRST_RETRY_DELAY;
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(s3_key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(data.len() as i64)
-                .body(S3Body::from(data.clone()))
-                .customize()
-                .config_override(
-                    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
-                )
-                .send()
-                .await;
-            match result {
-                Ok(out) => {
-                    return out
-                        .e_tag()
-                        .map(str::to_string)
-                        .ok_or_else(|| StoreError::S3 {
-                            operation: "UploadPart",
-                            key: self.where_(s3_key),
-                            message: format!("the response for part {number} has no ETag"),
-                        });
+        let out = self
+            .send("UploadPart", s3_key, || {
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(s3_key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(data.len() as i64)
+                    .body(S3Body::from(data.clone()))
+                    .send()
+            })
+            .await
+            .map_err(|e| {
+                let mut err = self.error("UploadPart", s3_key, &e);
+                if let StoreError::S3 { message, .. } = &mut err {
+                    *message = format!("part {number}: {message}");
                 }
-                Err(e) if attempt < PART_ATTEMPTS && is_transient(&e) => {
-                    tracing::warn!(
-                        key = %self.where_(s3_key),
-                        part = number,
-                        attempt,
-                        error = %describe(&e),
-                        "S3 part upload failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    let mut err = self.error("UploadPart", s3_key, &e);
-                    if let StoreError::S3 { message, .. } = &mut err {
-                        *message = format!("part {number}, attempt {attempt}: {message}");
-                    }
-                    return Err(err);
-                }
-            }
-        }
+                err
+            })?;
+        out.e_tag()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::S3 {
+                operation: "UploadPart",
+                key: self.where_(s3_key),
+                message: format!("the response for part {number} has no ETag"),
+                attempts: 1,
+            })
     }
 }
 
@@ -411,24 +461,28 @@ impl ObjectStore for S3Store {
             // The copy lands at a staging key first: S3 reports the copy's checksum only
             // after the object exists, and a wrong object must never appear at `dest_key`.
             let copied = self
-                .client
-                .copy_object()
-                .copy_source(copy_source(&self.bucket, &src_s3))
-                .bucket(&dest.bucket)
-                .key(&staging)
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .send()
+                .send("CopyObject", &staging, || {
+                    self.client
+                        .copy_object()
+                        .copy_source(copy_source(&self.bucket, &src_s3))
+                        .bucket(&dest.bucket)
+                        .key(&staging)
+                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                        .send()
+                })
                 .await;
             let out = match copied {
                 Ok(out) => out,
                 // Buckets in different accounts or with policies that refuse the copy: the
                 // streamed copy still works with the two sets of permissions.
-                Err(e) if status(&e) == Some(403) || e.code() == Some("AccessDenied") => {
+                Err(Failed { err: e, .. })
+                    if status(&e) == Some(403) || e.code() == Some("AccessDenied") =>
+                {
                     tracing::info!(from = %self.where_(&src_s3), to = %dest.where_(&staging),
                         error = %describe(&e), "server-side copy refused; streaming instead");
                     return Ok(None);
                 }
-                Err(e)
+                Err(Failed { err: e, .. })
                     if e.code() == Some("NoSuchKey")
                         || e.as_service_error()
                             .is_some_and(|se| se.meta().code() == Some("NoSuchKey")) =>
@@ -451,6 +505,7 @@ impl ObjectStore for S3Store {
                                 operation: "CopyObject",
                                 key: dest.where_(&staging),
                                 message: format!("the server sent an unreadable checksum: {e}"),
+                                attempts: 1,
                             })?;
                         (raw, 0)
                     }
@@ -472,14 +527,16 @@ impl ObjectStore for S3Store {
                     });
                 }
                 let dest_s3 = dest.s3_key(dest_key)?;
-                dest.client
-                    .copy_object()
-                    .copy_source(copy_source(&dest.bucket, &staging))
-                    .bucket(&dest.bucket)
-                    .key(&dest_s3)
-                    .send()
-                    .await
-                    .map_err(|e| dest.error("CopyObject", &dest_s3, &e))?;
+                dest.send("CopyObject", &dest_s3, || {
+                    dest.client
+                        .copy_object()
+                        .copy_source(copy_source(&dest.bucket, &staging))
+                        .bucket(&dest.bucket)
+                        .key(&dest_s3)
+                        .send()
+                })
+                .await
+                .map_err(|e| dest.error("CopyObject", &dest_s3, &e))?;
                 Ok(ServerCopy { size, bytes_read })
             }
             .await;
@@ -502,16 +559,22 @@ impl ObjectStore for S3Store {
     fn get_stream<'a>(&'a self, key: &'a str) -> BoxFut<'a, ByteStream> {
         Box::pin(async move {
             let s3_key = self.s3_key(key)?;
-            match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&s3_key)
-                .send()
-                .await
-            {
-                Ok(out) => Ok(Box::pin(out.body.into_async_read()) as ByteStream),
-                Err(e)
+            let got = self
+                .send("GetObject", &s3_key, || {
+                    self.client
+                        .get_object()
+                        .bucket(&self.bucket)
+                        .key(&s3_key)
+                        .send()
+                })
+                .await;
+            match got {
+                Ok(out) => Ok(Box::pin(IdleTimeout::new(
+                    Box::pin(out.body.into_async_read()) as ByteStream,
+                    self.network.read_timeout,
+                    self.where_(&s3_key),
+                )) as ByteStream),
+                Err(Failed { err: e, .. })
                     if e.as_service_error().is_some_and(|se| se.is_no_such_key())
                         || e.code() == Some("NoSuchKey") =>
                 {
@@ -527,14 +590,16 @@ impl ObjectStore for S3Store {
     fn head<'a>(&'a self, key: &'a str) -> BoxFut<'a, Option<ObjectMeta>> {
         Box::pin(async move {
             let s3_key = self.s3_key(key)?;
-            match self
-                .client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(&s3_key)
-                .send()
-                .await
-            {
+            let headed = self
+                .send("HeadObject", &s3_key, || {
+                    self.client
+                        .head_object()
+                        .bucket(&self.bucket)
+                        .key(&s3_key)
+                        .send()
+                })
+                .await;
+            match headed {
                 Ok(out) => Ok(Some(ObjectMeta {
                     key: key.to_string(),
                     size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -542,7 +607,7 @@ impl ObjectStore for S3Store {
                 })),
                 // A HEAD response has no body, so a missing bucket also looks like this; the
                 // next write or read names the bucket in its error.
-                Err(e)
+                Err(Failed { err: e, .. })
                     if e.as_service_error().is_some_and(|se| se.is_not_found())
                         || status(&e) == Some(404) =>
                 {
@@ -565,16 +630,21 @@ impl ObjectStore for S3Store {
             } else {
                 format!("{}/", self.prefix)
             };
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .into_paginator()
-                .send();
             let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.error("ListObjectsV2", &full_prefix, &e))?;
+            // Page by page by hand (not the SDK's paginator) so that each page is retried.
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .send("ListObjectsV2", &full_prefix, || {
+                        self.client
+                            .list_objects_v2()
+                            .bucket(&self.bucket)
+                            .prefix(&full_prefix)
+                            .set_continuation_token(token.clone())
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| self.error("ListObjectsV2", &full_prefix, &e))?;
                 for object in page.contents() {
                     let Some(key) = object.key().and_then(|k| k.strip_prefix(&strip)) else {
                         continue;
@@ -588,6 +658,12 @@ impl ObjectStore for S3Store {
                         modified: object.last_modified().and_then(to_chrono),
                     });
                 }
+                match page.next_continuation_token() {
+                    Some(next) if page.is_truncated() == Some(true) => {
+                        token = Some(next.to_string())
+                    }
+                    _ => break,
+                }
             }
             // S3 lists in UTF-8 byte order already; other servers may not.
             out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -598,17 +674,19 @@ impl ObjectStore for S3Store {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let s3_key = self.s3_key(key)?;
-            match self
-                .client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&s3_key)
-                .send()
-                .await
-            {
+            let deleted = self
+                .send("DeleteObject", &s3_key, || {
+                    self.client
+                        .delete_object()
+                        .bucket(&self.bucket)
+                        .key(&s3_key)
+                        .send()
+                })
+                .await;
+            match deleted {
                 Ok(_) => Ok(()),
                 // S3 answers 204 for a missing key; some compatible servers answer 404.
-                Err(e) if e.code() == Some("NoSuchKey") => Ok(()),
+                Err(Failed { err: e, .. }) if e.code() == Some("NoSuchKey") => Ok(()),
                 Err(e) => Err(self.error("DeleteObject", &s3_key, &e)),
             }
         })
@@ -616,7 +694,8 @@ impl ObjectStore for S3Store {
 }
 
 /// A multipart upload that is aborted unless disarmed: explicitly with [`PendingUpload::abort`]
-/// on error, or from `Drop` (in the background) when the upload's future is dropped.
+/// on error, or from `Drop` (in the background) when the upload's future is dropped. The abort
+/// is one try, bounded by the client's timeouts.
 struct PendingUpload {
     client: Client,
     bucket: String,
@@ -662,6 +741,63 @@ impl Drop for PendingUpload {
             runtime.spawn(async move {
                 let _ = request.send().await;
             });
+        }
+    }
+}
+
+/// A body that fails with `TimedOut` when a read waits longer than `timeout` for data: the
+/// SDK's read timeout ends when the response's first byte arrives, and a server that stalls
+/// in the middle of a body would otherwise hang the reader.
+struct IdleTimeout<R> {
+    inner: R,
+    timeout: Duration,
+    /// Armed while a read is waiting; a caller that is slow to read again is not the server
+    /// stalling.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+    what: String,
+}
+
+impl<R> IdleTimeout<R> {
+    fn new(inner: R, timeout: Duration, what: String) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+            what,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.waiting {
+            let at = tokio::time::Instant::now() + this.timeout;
+            this.deadline.as_mut().reset(at);
+            this.waiting = true;
+        }
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.waiting = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the S3 server sent nothing for {:?} while {} was being read \
+                         ([store] read_timeout)",
+                        this.timeout, this.what
+                    ),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }
@@ -802,11 +938,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_that_stalls_times_out_but_a_slow_reader_does_not() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut body = IdleTimeout::new(rx, Duration::from_millis(300), "s3://b/k".into());
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"abc")
+            .await
+            .unwrap();
+        // The reader waits longer than the timeout before reading: the data is there.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut buf = [0u8; 3];
+        body.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"abc");
+        // Now the server sends nothing more and keeps the connection open.
+        let started = std::time::Instant::now();
+        let err = body.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("s3://b/k"), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(tx);
+    }
+
+    #[tokio::test]
     async fn urls_and_keys() {
         let options = StoreOptions {
             endpoint: Some("http://127.0.0.1:9".into()),
             region: Some("eu-west-1".into()),
             part_size: None,
+            network: Network::DEFAULT,
         };
         let store = S3Store::open("bucket/some/prefix/", &options)
             .await

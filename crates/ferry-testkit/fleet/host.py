@@ -109,6 +109,12 @@ def listening(port):
 def deploy(state, version):
     with open(os.path.join(state, "deploys.log"), "a") as f:
         f.write(version + "\n")
+    if read(os.path.join(state, "block_deploy")) == version:
+        open(os.path.join(state, "blocked"), "w").close()
+        while os.path.exists(os.path.join(state, "block_deploy")):
+            time.sleep(0.02)
+        print("deploy of " + version + " was held and let go without releasing", file=sys.stderr)
+        sys.exit(1)
     code = read(os.path.join(state, "fail_deploy"))
     if code:
         print("unpacking release " + version, flush=True)

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use ferry_core::DatabaseUrl;
+use ferry_core::scratch::{Scratch, ScratchOptions};
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 
 pub const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -32,6 +34,8 @@ pub struct TestDb {
     pub url: String,
     admin_url: String,
     name: String,
+    /// Other databases of this test on the same server ([`TestDb::sibling`]), dropped with it.
+    siblings: std::sync::Mutex<Vec<String>>,
     /// A scratch directory (SQLite file, migrations, config) that lives as long as the database.
     pub dir: tempfile::TempDir,
 }
@@ -54,19 +58,6 @@ fn server_url(kind: Kind) -> (String, &'static str, &'static str) {
     }
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| scheme_end + i)
-        .unwrap_or(base.len());
-    format!("{}/{db}{query}", &base[..host_end])
-}
-
 pub async fn admin(url: &str) -> Result<AnyConnection, sqlx::Error> {
     sqlx::any::install_default_drivers();
     AnyConnection::connect(url).await
@@ -86,11 +77,12 @@ impl TestDb {
                 url,
                 admin_url: String::new(),
                 name,
+                siblings: Default::default(),
                 dir,
             });
         }
         let (admin_url, var, start) = server_url(kind);
-        let mut conn = match admin(&admin_url).await {
+        let conn = match admin(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!(
@@ -104,16 +96,17 @@ impl TestDb {
                 return None;
             }
         };
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
         let _ = conn.close().await;
+        let server = DatabaseUrl::parse(&admin_url).expect("test server URL");
+        let scratch = Scratch::create(&server, &name, &ScratchOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
         Some(TestDb {
             kind,
-            url: with_database(&admin_url, &name),
+            url: scratch.url().expose().to_string(),
             admin_url,
             name,
+            siblings: Default::default(),
             dir,
         })
     }
@@ -125,6 +118,40 @@ impl TestDb {
     /// A connection to this test's database.
     pub async fn connect(&self) -> AnyConnection {
         admin(&self.url).await.expect("connect to test database")
+    }
+
+    /// [`url`](Self::url) as the libraries take it.
+    pub fn database_url(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(&self.url).expect("test database URL")
+    }
+
+    /// Another database of this test on the same server (PostgreSQL, MySQL), dropped with it.
+    pub async fn sibling(&self, suffix: &str) -> DatabaseUrl {
+        let name = format!("{}_{suffix}", self.name);
+        let server = DatabaseUrl::parse(&self.admin_url).expect("test server URL");
+        let options = ScratchOptions {
+            replace: true,
+            ..Default::default()
+        };
+        let scratch = Scratch::create(&server, &name, &options)
+            .await
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        self.siblings.lock().unwrap().push(name);
+        scratch.url().clone()
+    }
+
+    /// The first column of a query's rows on this test's database, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<Option<String>> {
+        use sqlx::Row;
+        let mut c = self.connect().await;
+        let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = c.close().await;
+        rows.iter()
+            .map(|r| r.try_get::<Option<String>, _>(0).expect("a text column"))
+            .collect()
     }
 
     /// Runs SQL on this test's database (setup and checks).
@@ -165,7 +192,9 @@ impl Drop for TestDb {
         if self.kind == Kind::Sqlite {
             return;
         }
-        let (admin_url, name, kind) = (self.admin_url.clone(), self.name.clone(), self.kind);
+        let admin_url = self.admin_url.clone();
+        let mut names = vec![self.name.clone()];
+        names.extend(self.siblings.lock().map(|s| s.clone()).unwrap_or_default());
         // Drop runs inside the test's runtime; a thread with its own runtime avoids nesting.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -173,12 +202,13 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let mut c = admin(&admin_url).await.ok()?;
-                let sql = match kind {
-                    Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                    _ => format!("DROP DATABASE IF EXISTS {name}"),
-                };
-                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await.ok()
+                let server = DatabaseUrl::parse(&admin_url).ok()?;
+                for name in names {
+                    if let Err(e) = ferry_core::scratch::drop_database(&server, &name).await {
+                        eprintln!("could not drop test database {name}: {e}");
+                    }
+                }
+                Some(())
             })
         })
         .join();
@@ -214,22 +244,21 @@ pub fn ferry_bin() -> PathBuf {
     bin
 }
 
-/// A `ferry` command running in `dir`, with a clean environment for ferry's own variables.
+/// A `ferry` command running in `dir`, with every variable that changes what ferry does
+/// cleared ([`scrubbed`]); a test sets the ones it wants after this.
 pub fn ferry(dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(ferry_bin());
     cmd.current_dir(dir);
-    for var in [
-        "DATABASE_URL",
-        "FERRY_CONFIG",
-        "FERRY_ENV",
-        "FERRY_MIGRATIONS",
-        "FERRY_OUTPUT",
-        "FERRY_LOCK_TIMEOUT",
-        "RUST_LOG",
-    ] {
+    for var in scrubbed() {
         cmd.env_remove(var);
     }
     cmd
+}
+
+/// The variables a test's `ferry` runs without: the settings of `ferry_core::env::VARS`, the
+/// one list of what ferry reads, so a developer's shell cannot change a test.
+pub fn scrubbed() -> impl Iterator<Item = &'static str> {
+    ferry_core::env::settings()
 }
 
 /// The outcome of one ferry run.

@@ -177,6 +177,21 @@ impl Fleet {
         self.switch(name, "break_on_deploy", Some(version));
     }
 
+    /// A deploy of `version` to this host hangs until [`Fleet::unblock`], then fails without
+    /// releasing it (a deploy killed mid-rollout).
+    pub fn block_deploy(&self, name: &str, version: &str) {
+        self.switch(name, "block_deploy", Some(version));
+    }
+
+    /// A deploy command is hanging on this host's `block_deploy`.
+    pub fn deploy_blocked(&self, name: &str) -> bool {
+        self.host(name).state.join("blocked").exists()
+    }
+
+    pub fn unblock(&self, name: &str) {
+        self.switch(name, "block_deploy", None);
+    }
+
     /// The deploy command exits with `code` for this host.
     pub fn fail_deploy(&self, name: &str, code: i32) {
         self.switch(name, "fail_deploy", Some(&code.to_string()));

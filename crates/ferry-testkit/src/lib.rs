@@ -3,6 +3,8 @@
 //! - [`db`]: a database of one's own per test on PostgreSQL, MySQL/MariaDB or SQLite, dropped
 //!   afterwards, plus helpers to run the `ferry` binary.
 //! - [`s3`]: an S3-compatible server (s3s-fs or moto) on a free loopback port per test.
+//! - [`faults`]: servers that accept and never answer, and a proxy that answers errors or
+//!   stalls in front of a real server, for tests of timeouts and retries.
 //! - [`registry`]: an OCI registry (Debian's `docker-registry`) on a free loopback port per
 //!   test, optionally behind Basic auth, with helpers to push an image and check tags.
 //! - [`fleet`]: real HTTP hosts on loopback ports (a Python script) and the deploy command
@@ -15,6 +17,9 @@
 //! passes silently.
 
 pub mod db;
+#[macro_use]
+mod per_engine;
+pub mod faults;
 pub mod fleet;
 pub mod haproxy;
 pub mod registry;

@@ -209,6 +209,7 @@ impl Server {
             endpoint: Some(self.endpoint()),
             region: Some(REGION.into()),
             part_size,
+            ..Default::default()
         }
     }
 

@@ -1,8 +1,8 @@
 use ferry_backup::{BackupError, Options};
 
-use crate::harness::{
-    Kind, ServerDb, corrupt, fake_tool_dir, quiet, store, store_with, stored_files,
-};
+use ferry_testkit::db::{Kind, TestDb};
+
+use crate::harness::{corrupt, fake_tool_dir, quiet, store, store_with, stored_files};
 
 const SCHEMA: &str = r#"
 CREATE TABLE kinds (
@@ -24,7 +24,7 @@ CREATE TABLE ferry_migrations (version BIGINT PRIMARY KEY, success BOOLEAN NOT N
 INSERT INTO ferry_migrations VALUES (1, TRUE), (2, TRUE), (3, FALSE);
 "#;
 
-async fn fingerprint(db: &ServerDb) -> Vec<Option<String>> {
+async fn fingerprint(db: &TestDb) -> Vec<Option<String>> {
     let mut out = db
         .texts(
             "SELECT CAST(MD5(GROUP_CONCAT(MD5(CONCAT_WS('|', id, ti, i, bi, dec1, f, d, b, txt, vc, HEX(bin), HEX(blb), js, dt, tm, dtm, ts, yr, en, bits+0, ISNULL(txt))) ORDER BY id SEPARATOR '#')) AS CHAR) FROM kinds",
@@ -43,13 +43,17 @@ async fn fingerprint(db: &ServerDb) -> Vec<Option<String>> {
 
 #[tokio::test]
 async fn round_trip_restores_everything_and_replaces_later_changes() {
-    let Some(db) = ServerDb::new(Kind::MySql).await else {
+    let Some(db) = TestDb::new(Kind::MySql).await else {
         return;
     };
     db.exec(SCHEMA).await;
     let before = fingerprint(&db).await;
     let s = store().await;
-    let m = s.backups.create(&db.url, None, &quiet()).await.unwrap();
+    let m = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap();
     assert_eq!(m.engine, "mysql");
     assert_eq!(m.schema_version, Some(2));
     assert_eq!(m.tables.iter().find(|t| t.name == "kinds").unwrap().rows, 3);
@@ -57,14 +61,17 @@ async fn round_trip_restores_everything_and_replaces_later_changes() {
     s.backups.verify(&m.id, &quiet()).await.unwrap();
     let check = s
         .backups
-        .verify_restore_check(&m.id, &db.url, &quiet())
+        .verify_restore_check(&m.id, &db.database_url(), &quiet())
         .await
         .unwrap();
     assert_eq!(check.tables, m.tables);
 
     db.exec("CREATE TABLE later (x INT); DELETE FROM kinds WHERE id = 1; DROP PROCEDURE answer;")
         .await;
-    s.backups.restore(&m.id, &db.url, &quiet()).await.unwrap();
+    s.backups
+        .restore(&m.id, &db.database_url(), &quiet())
+        .await
+        .unwrap();
     assert_eq!(fingerprint(&db).await, before);
     assert!(
         db.texts("SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'later'")
@@ -77,23 +84,27 @@ async fn round_trip_restores_everything_and_replaces_later_changes() {
         db.texts("SELECT CAST(COUNT(*) AS CHAR) FROM audit").await,
         vec![Some("1".into())]
     );
-    db.drop_now().await;
+    drop(db);
 }
 
 #[tokio::test]
 async fn a_flipped_byte_is_refused_and_the_target_untouched() {
-    let Some(db) = ServerDb::new(Kind::MySql).await else {
+    let Some(db) = TestDb::new(Kind::MySql).await else {
         return;
     };
     db.exec("CREATE TABLE t (x INT); INSERT INTO t VALUES (1), (2);")
         .await;
     let s = store().await;
-    let m = s.backups.create(&db.url, None, &quiet()).await.unwrap();
+    let m = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap();
     db.exec("CREATE TABLE after_backup (y INT);").await;
     corrupt(&s, &m.id);
     let err = s
         .backups
-        .restore(&m.id, &db.url, &quiet())
+        .restore(&m.id, &db.database_url(), &quiet())
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::Corrupt { .. }), "{err}");
@@ -102,12 +113,12 @@ async fn a_flipped_byte_is_refused_and_the_target_untouched() {
             .await,
         vec![Some("0".into())]
     );
-    db.drop_now().await;
+    drop(db);
 }
 
 #[tokio::test]
 async fn failing_or_missing_dump_tool_leaves_no_backup() {
-    let Some(db) = ServerDb::new(Kind::MySql).await else {
+    let Some(db) = TestDb::new(Kind::MySql).await else {
         return;
     };
     let fake = fake_tool_dir(&["mariadb-dump", "mysqldump"]);
@@ -116,7 +127,11 @@ async fn failing_or_missing_dump_tool_leaves_no_backup() {
         ..Options::default()
     })
     .await;
-    let err = s.backups.create(&db.url, None, &quiet()).await.unwrap_err();
+    let err = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackupError::ToolFailed { .. }), "{err}");
     assert!(s.backups.list().await.unwrap().is_empty());
     assert!(stored_files(&s).is_empty());
@@ -127,8 +142,12 @@ async fn failing_or_missing_dump_tool_leaves_no_backup() {
         ..Options::default()
     })
     .await;
-    let err = s.backups.create(&db.url, None, &quiet()).await.unwrap_err();
+    let err = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("mariadb-client"), "{err}");
     assert!(stored_files(&s).is_empty());
-    db.drop_now().await;
+    drop(db);
 }

@@ -1,8 +1,8 @@
 use ferry_backup::{BackupError, Options};
 
-use crate::harness::{
-    Kind, ServerDb, corrupt, fake_tool_dir, quiet, store, store_with, stored_files,
-};
+use ferry_testkit::db::{Kind, TestDb};
+
+use crate::harness::{corrupt, fake_tool_dir, quiet, store, store_with, stored_files};
 
 const SCHEMA: &str = r#"
 CREATE TABLE kinds (
@@ -37,7 +37,7 @@ INSERT INTO ferry_migrations VALUES (20240101000000, true), (20240202000000, tru
 "#;
 
 /// A fingerprint of the data that a faithful restore reproduces.
-async fn fingerprint(db: &ServerDb) -> Vec<Option<String>> {
+async fn fingerprint(db: &TestDb) -> Vec<Option<String>> {
     let mut out = db
         .texts("SELECT md5(string_agg(k::text, '|' ORDER BY id)) FROM kinds k")
         .await;
@@ -61,7 +61,7 @@ async fn fingerprint(db: &ServerDb) -> Vec<Option<String>> {
     out
 }
 
-async fn available_extension(db: &ServerDb) -> Option<String> {
+async fn available_extension(db: &TestDb) -> Option<String> {
     db.texts(
         "SELECT name::text FROM pg_available_extensions WHERE name IN ('citext', 'pgcrypto') ORDER BY name LIMIT 1",
     )
@@ -73,7 +73,7 @@ async fn available_extension(db: &ServerDb) -> Option<String> {
 
 #[tokio::test]
 async fn round_trip_restores_everything_and_replaces_later_changes() {
-    let Some(db) = ServerDb::new(Kind::Postgres).await else {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
         return;
     };
     db.exec(SCHEMA).await;
@@ -94,7 +94,7 @@ async fn round_trip_restores_everything_and_replaces_later_changes() {
     let s = store().await;
     let m = s
         .backups
-        .create(&db.url, Some("before v2"), &quiet())
+        .create(&db.database_url(), Some("before v2"), &quiet())
         .await
         .unwrap();
     assert_eq!(m.engine, "postgres");
@@ -121,7 +121,7 @@ async fn round_trip_restores_everything_and_replaces_later_changes() {
     s.backups.verify(&m.id, &quiet()).await.unwrap();
     let check = s
         .backups
-        .verify_restore_check(&m.id, &db.url, &quiet())
+        .verify_restore_check(&m.id, &db.database_url(), &quiet())
         .await
         .unwrap();
     assert_eq!(check.tables, m.tables);
@@ -132,7 +132,10 @@ async fn round_trip_restores_everything_and_replaces_later_changes() {
          DELETE FROM kinds WHERE id = 1; CREATE SCHEMA extra; DROP VIEW billing.big;",
     )
     .await;
-    s.backups.restore(&m.id, &db.url, &quiet()).await.unwrap();
+    s.backups
+        .restore(&m.id, &db.database_url(), &quiet())
+        .await
+        .unwrap();
     assert_eq!(fingerprint(&db).await, before);
     assert_eq!(
         db.texts("SELECT to_regclass('public.later')::text").await,
@@ -155,18 +158,22 @@ async fn round_trip_restores_everything_and_replaces_later_changes() {
     // Restore into another database on the server (--to).
     let copy = db.sibling("copy").await;
     s.backups.restore(&m.id, &copy, &quiet()).await.unwrap();
-    db.drop_now().await;
+    drop(db);
 }
 
 #[tokio::test]
 async fn a_flipped_byte_is_refused_and_the_target_untouched() {
-    let Some(db) = ServerDb::new(Kind::Postgres).await else {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
         return;
     };
     db.exec("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 5000);")
         .await;
     let s = store().await;
-    let m = s.backups.create(&db.url, None, &quiet()).await.unwrap();
+    let m = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap();
     db.exec("CREATE TABLE after_backup (y int); INSERT INTO after_backup VALUES (1);")
         .await;
     corrupt(&s, &m.id);
@@ -174,7 +181,7 @@ async fn a_flipped_byte_is_refused_and_the_target_untouched() {
     assert!(matches!(err, BackupError::Corrupt { .. }), "{err}");
     let err = s
         .backups
-        .restore(&m.id, &db.url, &quiet())
+        .restore(&m.id, &db.database_url(), &quiet())
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::Corrupt { .. }), "{err}");
@@ -186,18 +193,22 @@ async fn a_flipped_byte_is_refused_and_the_target_untouched() {
         db.texts("SELECT count(*)::text FROM t").await,
         vec![Some("5000".into())]
     );
-    db.drop_now().await;
+    drop(db);
 }
 
 #[tokio::test]
 async fn a_failing_restore_rolls_back_completely() {
-    let Some(db) = ServerDb::new(Kind::Postgres).await else {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
         return;
     };
     db.exec("CREATE TABLE t (x int); INSERT INTO t VALUES (1);")
         .await;
     let s = store().await;
-    let m = s.backups.create(&db.url, None, &quiet()).await.unwrap();
+    let m = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap();
     // A pg_restore whose SQL fails half-way through, run by the real psql: the schema drops of
     // the prelude and the statements before the failure must all roll back.
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +236,7 @@ async fn a_failing_restore_rolls_back_completely() {
     );
     db.exec("CREATE TABLE after_backup (y int);").await;
     let err = fake_backups
-        .restore(&m.id, &db.url, &quiet())
+        .restore(&m.id, &db.database_url(), &quiet())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
@@ -233,7 +244,7 @@ async fn a_failing_restore_rolls_back_completely() {
         db.texts("SELECT count(*)::text FROM after_backup").await,
         vec![Some("0".into())]
     );
-    db.drop_now().await;
+    drop(db);
 }
 
 fn which(tool: &str) -> std::path::PathBuf {
@@ -245,7 +256,7 @@ fn which(tool: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn failing_or_missing_pg_dump_leaves_no_backup() {
-    let Some(db) = ServerDb::new(Kind::Postgres).await else {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
         return;
     };
     db.exec("CREATE TABLE t (x int);").await;
@@ -255,7 +266,11 @@ async fn failing_or_missing_pg_dump_leaves_no_backup() {
         ..Options::default()
     })
     .await;
-    let err = s.backups.create(&db.url, None, &quiet()).await.unwrap_err();
+    let err = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, BackupError::ToolFailed { .. }), "{text}");
     assert!(text.contains("fake dump failed"), "{text}");
@@ -269,16 +284,20 @@ async fn failing_or_missing_pg_dump_leaves_no_backup() {
         ..Options::default()
     })
     .await;
-    let err = s.backups.create(&db.url, None, &quiet()).await.unwrap_err();
+    let err = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("postgresql-client"), "{err}");
     assert!(s.backups.list().await.unwrap().is_empty());
     assert!(stored_files(&s).is_empty());
-    db.drop_now().await;
+    drop(db);
 }
 
 #[tokio::test]
 async fn a_tool_older_than_the_server_is_refused() {
-    let Some(db) = ServerDb::new(Kind::Postgres).await else {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
         return;
     };
     use std::os::unix::fs::PermissionsExt;
@@ -291,8 +310,12 @@ async fn a_tool_older_than_the_server_is_refused() {
         ..Options::default()
     })
     .await;
-    let err = s.backups.create(&db.url, None, &quiet()).await.unwrap_err();
+    let err = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackupError::ToolTooOld { .. }), "{err}");
     assert!(stored_files(&s).is_empty());
-    db.drop_now().await;
+    drop(db);
 }

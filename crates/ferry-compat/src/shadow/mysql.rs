@@ -7,20 +7,20 @@ use super::Snapshot;
 
 const QUERIES: &[&str] = &[
     "SELECT CAST(CONCAT('table ', TABLE_NAME) AS CHAR), CAST('' AS CHAR) FROM information_schema.TABLES
-     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME <> 'ferry_migrations'",
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME <> '{history}'",
     "SELECT CAST(CONCAT('sequence ', TABLE_NAME) AS CHAR), CAST('' AS CHAR) FROM information_schema.TABLES
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'SEQUENCE'",
     // MariaDB writes a nullable column without a default as the string NULL.
     "SELECT CAST(CONCAT('column ', TABLE_NAME, '.', COLUMN_NAME) AS CHAR),
             CAST(CONCAT(COLUMN_TYPE, '|', IF(IS_NULLABLE = 'NO', 'NOT NULL', ''), '|',
                  IF(COLUMN_DEFAULT IS NULL OR COLUMN_DEFAULT = 'NULL', '', COLUMN_DEFAULT)) AS CHAR)
-     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> 'ferry_migrations'",
+     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> '{history}'",
     "SELECT CAST(CONCAT('index ', TABLE_NAME, '.', INDEX_NAME) AS CHAR),
             CAST(CONCAT(IF(MAX(NON_UNIQUE) = 0, 'UNIQUE ', ''), GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)) AS CHAR)
-     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> 'ferry_migrations'
+     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> '{history}'
      GROUP BY TABLE_NAME, INDEX_NAME",
     "SELECT CAST(CONCAT('constraint ', TABLE_NAME, '.', CONSTRAINT_NAME) AS CHAR), CAST(CONSTRAINT_TYPE AS CHAR)
-     FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME <> 'ferry_migrations'",
+     FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME <> '{history}'",
     "SELECT CAST(CONCAT('foreign key ', TABLE_NAME, '.', CONSTRAINT_NAME) AS CHAR),
             CAST(CONCAT(REFERENCED_TABLE_NAME, ' ON UPDATE ', UPDATE_RULE, ' ON DELETE ', DELETE_RULE) AS CHAR)
      FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
@@ -37,8 +37,12 @@ const QUERIES: &[&str] = &[
 ];
 
 /// [`QUERIES`] as one statement: one round trip per snapshot, prepared once per connection.
-static SNAPSHOT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| QUERIES.join("\nUNION ALL\n"));
+/// `{history}` is ferry's own history table, which is not part of the schema compared.
+static SNAPSHOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    QUERIES
+        .join("\nUNION ALL\n")
+        .replace("{history}", ferry_migrate::HISTORY_TABLE)
+});
 
 /// The connection snapshots and old queries use, kept open for the whole shadow run.
 pub async fn connect(url: &str) -> Result<MySqlConnection, sqlx::Error> {
@@ -50,19 +54,4 @@ pub async fn snapshot(conn: &mut MySqlConnection) -> Result<Snapshot, sqlx::Erro
         .fetch_all(&mut *conn)
         .await?;
     Ok(Snapshot(rows.into_iter().collect()))
-}
-
-/// Creates the shadow database and returns the administrative connection, kept open to drop it
-/// afterwards.
-pub async fn create_database(admin_url: &str, name: &str) -> Result<MySqlConnection, sqlx::Error> {
-    let mut conn = MySqlConnection::connect(admin_url).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await?;
-    Ok(conn)
-}
-
-/// The statement that drops the shadow database.
-pub fn drop_database(name: &str) -> String {
-    format!("DROP DATABASE IF EXISTS {name}")
 }

@@ -11,11 +11,11 @@ use super::Snapshot;
 /// Each query returns (key, value, owner, parent) rows describing one kind of object in the
 /// current schema. `owner` is the relation the object belongs to (empty for functions and
 /// enums), `parent` the table an index or owned sequence belongs to. `{rel}` marks the
-/// relation's oid, `{fn}` the function's: a full snapshot reads them all, a scoped one only the
+/// relation's oid, `{fn}` the function's, `{history}` ferry's history table (never compared): a full snapshot reads them all, a scoped one only the
 /// relations a migration can have changed (see [`SCOPE`]).
 const QUERIES: &[&str] = &[
     "SELECT 'table ' || c.relname, '', c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> 'ferry_migrations'
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> '{history}'
        AND {rel:c.oid}",
     "SELECT 'column ' || c.relname || '.' || a.attname,
             format_type(a.atttypid, a.atttypmod) || '|' || CASE WHEN a.attnotnull THEN 'NOT NULL' ELSE '' END
@@ -23,16 +23,16 @@ const QUERIES: &[&str] = &[
      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0
-       AND NOT a.attisdropped AND c.relname <> 'ferry_migrations' AND {rel:c.oid}",
+       AND NOT a.attisdropped AND c.relname <> '{history}' AND {rel:c.oid}",
     // pg_indexes, with the oids it hides.
     "SELECT 'index ' || i.relname, pg_get_indexdef(i.oid), i.relname, t.relname
      FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid
      JOIN pg_namespace n ON n.oid = t.relnamespace
      WHERE n.nspname = current_schema() AND t.relkind IN ('r', 'm', 'p') AND i.relkind IN ('i', 'I')
-       AND t.relname <> 'ferry_migrations' AND {rel:i.oid}",
+       AND t.relname <> '{history}' AND {rel:i.oid}",
     "SELECT 'constraint ' || rel.relname || '.' || con.conname, pg_get_constraintdef(con.oid), rel.relname, ''
      FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid JOIN pg_namespace n ON n.oid = con.connamespace
-     WHERE n.nspname = current_schema() AND rel.relname <> 'ferry_migrations' AND {rel:rel.oid}",
+     WHERE n.nspname = current_schema() AND rel.relname <> '{history}' AND {rel:rel.oid}",
     // pg_views and pg_matviews.
     "SELECT 'view ' || c.relname, pg_get_viewdef(c.oid), c.relname, ''
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -86,7 +86,9 @@ const SCOPE: &str = "WITH named AS (
 
 fn union(rel: impl Fn(&str) -> String, func: impl Fn(&str) -> String, enums: &str) -> String {
     let fill = |q: &str| {
-        let mut out = q.replace("{enum}", enums);
+        let mut out = q
+            .replace("{enum}", enums)
+            .replace("{history}", ferry_migrate::HISTORY_TABLE);
         for (tag, f) in [("{rel:", &rel as &dyn Fn(&str) -> String), ("{fn:", &func)] {
             while let Some(at) = out.find(tag) {
                 let end = at + out[at..].find('}').expect("closing brace");
@@ -244,29 +246,4 @@ impl Catalog {
             self.snapshot.0.insert(key, value);
         }
     }
-}
-
-/// Creates the shadow database and returns the administrative connection, kept open to drop it
-/// afterwards (a second connection would cost a TLS handshake and a backend start).
-pub async fn create_database(admin_url: &str, name: &str) -> Result<PgConnection, sqlx::Error> {
-    let mut conn = PgConnection::connect(admin_url).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await?;
-    // The shadow database is thrown away: a commit need not wait for the WAL to reach the disk
-    // (every migration, history row and no-transaction step commits). Best effort.
-    if let Err(e) = sqlx::raw_sql(AssertSqlSafe(format!(
-        "ALTER DATABASE {name} SET synchronous_commit = off"
-    )))
-    .execute(&mut conn)
-    .await
-    {
-        tracing::debug!(error = %e, "compat: synchronous_commit not turned off");
-    }
-    Ok(conn)
-}
-
-/// The statement that drops the shadow database, even while something is still connected.
-pub fn drop_database(name: &str) -> String {
-    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 }

@@ -317,7 +317,7 @@ async fn long_release(engine: Engine, url: &DatabaseUrl) {
     }
     // The downs stop at the first that does not restore the schema; with two or more databases,
     // the first part's downs run in another one and are proven as well.
-    let parts = ferry_compat::shadow_parts(n);
+    let parts = ferry_compat::shadow_parts(n, None);
     for m in r.migrations[..parts[0].end]
         .iter()
         .filter(|m| m.name != "index_email")

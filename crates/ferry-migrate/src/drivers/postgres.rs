@@ -1,22 +1,43 @@
 //! PostgreSQL: transactional DDL, a session-level advisory lock polled until `--lock-timeout`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ferry_core::{DatabaseUrl, Engine};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
-use super::{BoxFut, COLUMNS, Driver, HistoryRecord, connect_error, script_error};
+use super::{Blocker, BoxFut, Conn, Driver, ScriptError, ScriptFut, Tx, connect_error};
+use crate::MigrateError;
 use crate::error::{Result, db};
-use crate::{Direction, MigrateError};
 
 /// One key for every ferry run on a database (advisory locks are per database), mixed with the
 /// schema so that two schemas of one database migrate independently.
 const LOCK_KEY: &str = "hashtext('ferry_migrations:' || current_schema())";
 
+/// The sessions that block backend `$1`, as `pg_stat_activity` describes them.
+const BLOCKERS: &str = "SELECT a.pid::int8, a.usename::text, a.application_name, a.state,
+        EXTRACT(EPOCH FROM now() - a.xact_start)::float8
+    FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids($1)) ORDER BY a.xact_start";
+
+/// How often the watcher asks who blocks the migration.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
 pub struct Postgres {
     conn: PgConnection,
     url: String,
+    /// For the watcher's own connection.
+    full_url: DatabaseUrl,
+    watch: Option<Watch>,
+    /// The DDL lock timeout in ms (0: none), to restore after a CONCURRENTLY statement.
+    ddl_ms: u128,
+}
+
+/// A task on a second connection that polls `pg_blocking_pids` for this session while a
+/// migration runs: once the migration's statement gives up, it no longer waits, and nothing
+/// says any more who it waited for.
+struct Watch {
+    task: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Vec<Blocker>>>,
 }
 
 impl Postgres {
@@ -27,73 +48,33 @@ impl Postgres {
         Ok(Self {
             conn,
             url: url.redacted(),
+            full_url: url.clone(),
+            watch: None,
+            ddl_ms: 0,
         })
     }
 }
 
-fn record_from(row: &sqlx::postgres::PgRow) -> std::result::Result<HistoryRecord, sqlx::Error> {
-    Ok(HistoryRecord {
-        version: row.try_get("version")?,
-        name: row.try_get("name")?,
-        checksum: row.try_get("checksum")?,
-        down_sql: row.try_get("down_sql")?,
-        down_transaction: row.try_get("down_transaction")?,
-        applied_at: row.try_get::<DateTime<Utc>, _>("applied_at")?,
-        execution_ms: row.try_get("execution_ms")?,
-        success: row.try_get("success")?,
-        applied_by: row.try_get("applied_by")?,
-    })
+/// `SET lock_timeout` in milliseconds; 0 waits forever.
+async fn set_lock_timeout(conn: &mut PgConnection, ms: u128) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(format!("SET lock_timeout = {ms}")))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
-async fn insert(
-    conn: &mut PgConnection,
-    r: &HistoryRecord,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO ferry_migrations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-    )))
-    .bind(r.version)
-    .bind(&r.name)
-    .bind(&r.checksum)
-    .bind(&r.down_sql)
-    .bind(r.down_transaction)
-    .bind(r.applied_at)
-    .bind(r.execution_ms)
-    .bind(r.success)
-    .bind(&r.applied_by)
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
-async fn exists(conn: &mut PgConnection, version: i64) -> std::result::Result<bool, sqlx::Error> {
-    sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM ferry_migrations WHERE version = $1)",
-    )
-    .bind(version)
-    .fetch_one(conn)
-    .await
-}
-
-/// Runs a script; one statement at a time outside a transaction, because PostgreSQL runs a
-/// multi-statement simple query as one implicit transaction.
-async fn run_script(
-    conn: &mut PgConnection,
-    sql: &str,
-    in_tx: bool,
-) -> std::result::Result<(), sqlx::Error> {
-    if in_tx {
-        return sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
-            .execute(conn)
-            .await
-            .map(drop);
-    }
-    for (_, stmt) in crate::sql::split_statements(sql) {
-        sqlx::raw_sql(AssertSqlSafe(stmt))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+fn blockers_from(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Blocker>, sqlx::Error> {
+    rows.iter()
+        .map(|r| {
+            Ok(Blocker {
+                id: r.try_get(0)?,
+                user: r.try_get(1)?,
+                application: r.try_get(2)?,
+                state: r.try_get(3)?,
+                transaction_seconds: r.try_get(4)?,
+            })
+        })
+        .collect()
 }
 
 impl Driver for Postgres {
@@ -149,193 +130,109 @@ impl Driver for Postgres {
         })
     }
 
-    fn ensure_history(&mut self) -> BoxFut<'_, ()> {
+    fn begin(&mut self) -> BoxFut<'_, Tx<'_>> {
         Box::pin(async move {
-            sqlx::raw_sql(
-                "CREATE TABLE IF NOT EXISTS ferry_migrations (
-                    version BIGINT PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    checksum TEXT NOT NULL,
-                    down_sql TEXT,
-                    down_transaction BOOLEAN NOT NULL DEFAULT TRUE,
-                    applied_at TIMESTAMPTZ NOT NULL,
-                    execution_ms BIGINT NOT NULL,
-                    success BOOLEAN NOT NULL,
-                    applied_by TEXT NOT NULL
-                )",
-            )
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
-            .map_err(db("creating ferry_migrations"))
-        })
-    }
-
-    fn history(&mut self) -> BoxFut<'_, Vec<HistoryRecord>> {
-        Box::pin(async move {
-            if !self.table_exists(super::HISTORY_TABLE).await? {
-                return Ok(Vec::new());
-            }
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM ferry_migrations ORDER BY version"
-            )))
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(db("reading ferry_migrations"))?;
-            rows.iter()
-                .map(record_from)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(db("decoding ferry_migrations"))
-        })
-    }
-
-    fn apply_atomic<'a>(&'a mut self, sql: &'a str, record: &'a HistoryRecord) -> BoxFut<'a, bool> {
-        Box::pin(async move {
-            let mut tx = self
-                .conn
+            self.conn
                 .begin()
                 .await
-                .map_err(db("starting a transaction"))?;
-            if exists(&mut tx, record.version)
-                .await
-                .map_err(db("reading ferry_migrations"))?
+                .map(Tx::Postgres)
+                .map_err(db("starting a transaction"))
+        })
+    }
+
+    /// One statement at a time, because PostgreSQL runs a multi-statement simple query as one
+    /// implicit transaction, where `CREATE INDEX CONCURRENTLY` is refused.
+    ///
+    /// A `CONCURRENTLY` statement waits without the DDL lock timeout: its waits (for older
+    /// transactions) block no query, and giving up part-way leaves an invalid index behind,
+    /// which a retry would trip over.
+    fn run_script<'a>(&'a mut self, sql: &'a str) -> ScriptFut<'a> {
+        Box::pin(async move {
+            for (completed, (_, stmt)) in crate::sql::split_statements(sql).into_iter().enumerate()
             {
-                return Ok(false);
+                let unbounded =
+                    self.ddl_ms > 0 && stmt.to_ascii_uppercase().contains("CONCURRENTLY");
+                let failed = |source| ScriptError { source, completed };
+                if unbounded {
+                    set_lock_timeout(&mut self.conn, 0).await.map_err(failed)?;
+                }
+                sqlx::raw_sql(AssertSqlSafe(stmt))
+                    .execute(&mut self.conn)
+                    .await
+                    .map_err(failed)?;
+                if unbounded {
+                    set_lock_timeout(&mut self.conn, self.ddl_ms)
+                        .await
+                        .map_err(failed)?;
+                }
             }
-            let label = format!("{}_{}", record.version, record.name);
-            let started = std::time::Instant::now();
-            run_script(&mut tx, sql, true)
-                .await
-                .map_err(script_error(&label, Direction::Up))?;
-            let record = &super::with_elapsed(record, started);
-            insert(&mut tx, record)
-                .await
-                .map_err(db("recording the migration"))?;
-            tx.commit().await.map_err(db("committing the migration"))?;
-            Ok(true)
+            Ok(())
         })
     }
 
-    fn revert_atomic<'a>(
-        &'a mut self,
-        sql: &'a str,
-        version: i64,
-        label: &'a str,
-    ) -> BoxFut<'a, bool> {
+    fn connection(&mut self) -> Conn<'_> {
+        Conn::Postgres(&mut self.conn)
+    }
+
+    fn set_ddl_lock_timeout(&mut self, timeout: Option<Duration>) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let mut tx = self
-                .conn
-                .begin()
+            let ms = timeout.map_or(0, |t| t.as_millis().max(1));
+            self.ddl_ms = ms;
+            set_lock_timeout(&mut self.conn, ms)
                 .await
-                .map_err(db("starting a transaction"))?;
-            if !exists(&mut tx, version)
-                .await
-                .map_err(db("reading ferry_migrations"))?
-            {
-                return Ok(false);
-            }
-            run_script(&mut tx, sql, true)
-                .await
-                .map_err(script_error(label, Direction::Down))?;
-            sqlx::query("DELETE FROM ferry_migrations WHERE version = $1")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording the revert"))?;
-            tx.commit().await.map_err(db("committing the revert"))?;
-            Ok(true)
+                .map_err(db("setting lock_timeout"))
         })
     }
 
-    fn execute<'a>(&'a mut self, sql: &'a str) -> BoxFut<'a, ()> {
+    fn watch_blockers(&mut self) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            run_script(&mut self.conn, sql, false)
-                .await
-                .map_err(db("running the script"))
-        })
-    }
-
-    fn insert_record<'a>(&'a mut self, record: &'a HistoryRecord) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            insert(&mut self.conn, record)
-                .await
-                .map_err(db("recording a migration"))
-        })
-    }
-
-    fn delete_record(&mut self, version: i64) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM ferry_migrations WHERE version = $1")
-                .bind(version)
-                .execute(&mut self.conn)
-                .await
-                .map(drop)
-                .map_err(db("deleting a history row"))
-        })
-    }
-
-    fn set_success(&mut self, version: i64, success: bool, execution_ms: i64) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            sqlx::query(
-                "UPDATE ferry_migrations SET success = $1, execution_ms = $2 WHERE version = $3",
-            )
-            .bind(success)
-            .bind(execution_ms)
-            .bind(version)
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
-            .map_err(db("updating a history row"))
-        })
-    }
-
-    fn update_record<'a>(&'a mut self, r: &'a HistoryRecord) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            sqlx::query(
-                "UPDATE ferry_migrations SET name = $1, checksum = $2, down_sql = $3, down_transaction = $4 \
-                 WHERE version = $5",
-            )
-            .bind(&r.name)
-            .bind(&r.checksum)
-            .bind(&r.down_sql)
-            .bind(r.down_transaction)
-            .bind(r.version)
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
-            .map_err(db("updating a history row"))
-        })
-    }
-
-    fn table_exists<'a>(&'a mut self, table: &'a str) -> BoxFut<'a, bool> {
-        Box::pin(async move {
-            sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
-                .bind(table)
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
                 .fetch_one(&mut self.conn)
                 .await
-                .map_err(db(format!("looking for table {table}")))
+                .map_err(db("reading the backend pid"))?;
+            // Best effort: without a second connection the error just names no one.
+            let mut side = match PgConnection::connect(&self.full_url.for_driver()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a connection to watch for blocking sessions");
+                    return Ok(());
+                }
+            };
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let noted = seen.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    match sqlx::query(BLOCKERS).bind(pid).fetch_all(&mut side).await {
+                        Ok(rows) => {
+                            if let Ok(b) = blockers_from(&rows)
+                                && !b.is_empty()
+                                && let Ok(mut noted) = noted.lock()
+                            {
+                                *noted = b;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "watching for blocking sessions");
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(WATCH_EVERY).await;
+                }
+            });
+            self.watch = Some(Watch { task, seen });
+            Ok(())
         })
     }
 
-    fn text_rows<'a>(&'a mut self, sql: &'a str) -> BoxFut<'a, Vec<Vec<Option<String>>>> {
+    fn blockers(&mut self) -> BoxFut<'_, Vec<Blocker>> {
         Box::pin(async move {
-            let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(db("reading another tool's history"))?;
-            rows.iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.try_get::<Option<String>, _>(i))
-                        .collect()
-                })
-                .collect::<std::result::Result<_, _>>()
-                .map_err(db("decoding another tool's history"))
+            let Some(watch) = self.watch.take() else {
+                return Ok(Vec::new());
+            };
+            watch.task.abort();
+            let _ = watch.task.await;
+            Ok(watch.seen.lock().map(|b| b.clone()).unwrap_or_default())
         })
-    }
-
-    fn cast_text(&self, expr: &str) -> String {
-        format!("CAST({expr} AS TEXT)")
     }
 
     fn close(self: Box<Self>) -> BoxFut<'static, ()> {

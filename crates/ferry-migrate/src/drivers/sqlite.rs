@@ -6,19 +6,31 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ferry_core::{DatabaseUrl, Engine};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
 
-use super::{BoxFut, COLUMNS, Driver, HistoryRecord, connect_error, script_error};
+use super::history::Sql;
+use super::{Blocker, BoxFut, Conn, Driver, ScriptFut, Tx, connect_error};
+use crate::MigrateError;
 use crate::error::{Result, db};
-use crate::{Direction, MigrateError};
 
 pub struct Sqlite {
     conn: SqliteConnection,
     url: String,
+    /// How long `BEGIN IMMEDIATE` waits for the write lock (the migration lock).
     timeout: Duration,
+    /// `busy_timeout` (ms) for a migration's statements once it holds the write lock (a commit
+    /// waits for readers in rollback-journal mode); `None` until a migration sets it: the lock
+    /// timeout's.
+    ddl_busy: Option<u128>,
+}
+
+/// `busy_timeout` in milliseconds; SQLite's 0 means "never wait", so "forever" is the maximum.
+fn busy_ms(timeout: Option<Duration>) -> u128 {
+    timeout.map_or(i32::MAX as u128, |t| {
+        t.as_millis().clamp(1, i32::MAX as u128)
+    })
 }
 
 impl Sqlite {
@@ -39,79 +51,17 @@ impl Sqlite {
             conn,
             url: url.redacted(),
             timeout: ferry_core::config::DEFAULT_LOCK_TIMEOUT,
+            ddl_busy: None,
         })
     }
 
-    /// Starts a write transaction; a timeout waiting for another writer is a lock timeout.
-    async fn begin_write(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
-        let (url, timeout) = (self.url.clone(), self.timeout);
-        self.conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| {
-            let busy = e.as_database_error().is_some_and(|d| {
-                d.code().as_deref() == Some("5") || d.message().contains("locked")
-            });
-            if busy {
-                MigrateError::LockTimeout { url, timeout }
-            } else {
-                db("starting a write transaction")(e)
-            }
-        })
+    async fn busy_timeout(&mut self, ms: u128) -> Result<()> {
+        sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA busy_timeout = {ms}")))
+            .execute(&mut self.conn)
+            .await
+            .map(drop)
+            .map_err(db("setting busy_timeout"))
     }
-}
-
-fn record_from(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<HistoryRecord, sqlx::Error> {
-    Ok(HistoryRecord {
-        version: row.try_get("version")?,
-        name: row.try_get("name")?,
-        checksum: row.try_get("checksum")?,
-        down_sql: row.try_get("down_sql")?,
-        down_transaction: row.try_get("down_transaction")?,
-        applied_at: row.try_get::<DateTime<Utc>, _>("applied_at")?,
-        execution_ms: row.try_get("execution_ms")?,
-        success: row.try_get("success")?,
-        applied_by: row.try_get("applied_by")?,
-    })
-}
-
-async fn insert(
-    conn: &mut SqliteConnection,
-    r: &HistoryRecord,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO ferry_migrations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )))
-    .bind(r.version)
-    .bind(&r.name)
-    .bind(&r.checksum)
-    .bind(&r.down_sql)
-    .bind(r.down_transaction)
-    .bind(r.applied_at)
-    .bind(r.execution_ms)
-    .bind(r.success)
-    .bind(&r.applied_by)
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
-async fn exists(
-    conn: &mut SqliteConnection,
-    version: i64,
-) -> std::result::Result<bool, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ferry_migrations WHERE version = ?")
-        .bind(version)
-        .fetch_one(conn)
-        .await
-        .map(|n| n > 0)
-}
-
-async fn run_script(
-    conn: &mut SqliteConnection,
-    sql: &str,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 impl Driver for Sqlite {
@@ -126,14 +76,7 @@ impl Driver for Sqlite {
     fn lock(&mut self, timeout: Duration) -> BoxFut<'_, ()> {
         Box::pin(async move {
             self.timeout = timeout;
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "PRAGMA busy_timeout = {}",
-                timeout.as_millis()
-            )))
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
-            .map_err(db("setting busy_timeout"))
+            self.busy_timeout(busy_ms(Some(timeout))).await
         })
     }
 
@@ -141,189 +84,52 @@ impl Driver for Sqlite {
         Box::pin(async { Ok(()) })
     }
 
-    fn ensure_history(&mut self) -> BoxFut<'_, ()> {
+    /// `BEGIN IMMEDIATE`: the write lock; a timeout waiting for another writer is a lock
+    /// timeout. Once it is held, statements wait up to the DDL lock timeout.
+    fn begin(&mut self) -> BoxFut<'_, Tx<'_>> {
         Box::pin(async move {
-            let mut tx = self.begin_write().await?;
-            sqlx::raw_sql(
-                "CREATE TABLE IF NOT EXISTS ferry_migrations (
-                    version INTEGER PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    checksum TEXT NOT NULL,
-                    down_sql TEXT,
-                    down_transaction BOOLEAN NOT NULL DEFAULT TRUE,
-                    applied_at TEXT NOT NULL,
-                    execution_ms INTEGER NOT NULL,
-                    success BOOLEAN NOT NULL,
-                    applied_by TEXT NOT NULL
-                )",
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db("creating ferry_migrations"))?;
-            tx.commit().await.map_err(db("creating ferry_migrations"))
-        })
-    }
-
-    fn history(&mut self) -> BoxFut<'_, Vec<HistoryRecord>> {
-        Box::pin(async move {
-            if !self.table_exists(super::HISTORY_TABLE).await? {
-                return Ok(Vec::new());
+            let (url, timeout) = (self.url.clone(), self.timeout);
+            let lock_ms = busy_ms(Some(timeout));
+            let ddl_ms = self.ddl_busy.filter(|ms| *ms != lock_ms);
+            if ddl_ms.is_some() {
+                self.busy_timeout(lock_ms).await?;
             }
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM ferry_migrations ORDER BY version"
-            )))
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(db("reading ferry_migrations"))?;
-            rows.iter()
-                .map(record_from)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(db("decoding ferry_migrations"))
-        })
-    }
-
-    fn apply_atomic<'a>(&'a mut self, sql: &'a str, record: &'a HistoryRecord) -> BoxFut<'a, bool> {
-        Box::pin(async move {
-            let mut tx = self.begin_write().await?;
-            if exists(&mut tx, record.version)
-                .await
-                .map_err(db("reading ferry_migrations"))?
-            {
-                return Ok(false);
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| {
+                if is_busy(&e) {
+                    MigrateError::LockTimeout { url, timeout }
+                } else {
+                    db("starting a write transaction")(e)
+                }
+            })?;
+            if let Some(ms) = ddl_ms {
+                sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA busy_timeout = {ms}")))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("setting busy_timeout"))?;
             }
-            let label = format!("{}_{}", record.version, record.name);
-            let started = std::time::Instant::now();
-            run_script(&mut tx, sql)
-                .await
-                .map_err(script_error(&label, Direction::Up))?;
-            let record = &super::with_elapsed(record, started);
-            insert(&mut tx, record)
-                .await
-                .map_err(db("recording the migration"))?;
-            tx.commit().await.map_err(db("committing the migration"))?;
-            Ok(true)
+            Ok(Tx::Sqlite(tx))
         })
     }
 
-    fn revert_atomic<'a>(
-        &'a mut self,
-        sql: &'a str,
-        version: i64,
-        label: &'a str,
-    ) -> BoxFut<'a, bool> {
+    fn run_script<'a>(&'a mut self, sql: &'a str) -> ScriptFut<'a> {
+        Box::pin(Sql::<sqlx::Sqlite>::run_counted(&mut self.conn, sql))
+    }
+
+    fn connection(&mut self) -> Conn<'_> {
+        Conn::Sqlite(&mut self.conn)
+    }
+
+    fn set_ddl_lock_timeout(&mut self, timeout: Option<Duration>) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let mut tx = self.begin_write().await?;
-            if !exists(&mut tx, version)
-                .await
-                .map_err(db("reading ferry_migrations"))?
-            {
-                return Ok(false);
-            }
-            run_script(&mut tx, sql)
-                .await
-                .map_err(script_error(label, Direction::Down))?;
-            sqlx::query("DELETE FROM ferry_migrations WHERE version = ?")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording the revert"))?;
-            tx.commit().await.map_err(db("committing the revert"))?;
-            Ok(true)
+            let ms = busy_ms(timeout);
+            self.ddl_busy = Some(ms);
+            self.busy_timeout(ms).await
         })
     }
 
-    fn execute<'a>(&'a mut self, sql: &'a str) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            run_script(&mut self.conn, sql)
-                .await
-                .map_err(db("running the script"))
-        })
-    }
-
-    fn insert_record<'a>(&'a mut self, record: &'a HistoryRecord) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            insert(&mut self.conn, record)
-                .await
-                .map_err(db("recording a migration"))
-        })
-    }
-
-    fn delete_record(&mut self, version: i64) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM ferry_migrations WHERE version = ?")
-                .bind(version)
-                .execute(&mut self.conn)
-                .await
-                .map(drop)
-                .map_err(db("deleting a history row"))
-        })
-    }
-
-    fn set_success(&mut self, version: i64, success: bool, execution_ms: i64) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            sqlx::query(
-                "UPDATE ferry_migrations SET success = ?, execution_ms = ? WHERE version = ?",
-            )
-            .bind(success)
-            .bind(execution_ms)
-            .bind(version)
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
-            .map_err(db("updating a history row"))
-        })
-    }
-
-    fn update_record<'a>(&'a mut self, r: &'a HistoryRecord) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            sqlx::query(
-                "UPDATE ferry_migrations SET name = ?, checksum = ?, down_sql = ?, down_transaction = ? \
-                 WHERE version = ?",
-            )
-            .bind(&r.name)
-            .bind(&r.checksum)
-            .bind(&r.down_sql)
-            .bind(r.down_transaction)
-            .bind(r.version)
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
-            .map_err(db("updating a history row"))
-        })
-    }
-
-    fn table_exists<'a>(&'a mut self, table: &'a str) -> BoxFut<'a, bool> {
-        Box::pin(async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-            )
-            .bind(table)
-            .fetch_one(&mut self.conn)
-            .await
-            .map(|n| n > 0)
-            .map_err(db(format!("looking for table {table}")))
-        })
-    }
-
-    fn text_rows<'a>(&'a mut self, sql: &'a str) -> BoxFut<'a, Vec<Vec<Option<String>>>> {
-        Box::pin(async move {
-            let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(db("reading another tool's history"))?;
-            rows.iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.try_get::<Option<String>, _>(i))
-                        .collect()
-                })
-                .collect::<std::result::Result<_, _>>()
-                .map_err(db("decoding another tool's history"))
-        })
-    }
-
-    fn cast_text(&self, expr: &str) -> String {
-        format!("CAST({expr} AS TEXT)")
+    /// SQLite does not say which connection holds a lock.
+    fn blockers(&mut self) -> BoxFut<'_, Vec<Blocker>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     fn close(self: Box<Self>) -> BoxFut<'static, ()> {
@@ -334,4 +140,10 @@ impl Driver for Sqlite {
                 .map_err(db("closing the connection"))
         })
     }
+}
+
+/// SQLITE_BUSY (or a table locked by another connection of this process).
+pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("5") || d.message().contains("locked"))
 }

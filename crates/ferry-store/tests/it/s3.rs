@@ -376,3 +376,71 @@ async fn server_killed_mid_upload_fails_in_bounded_time_s3s_fs() {
     assert!(store.head("big/killed").await.unwrap().is_none());
     assert_eq!(keys(store.list("").await.unwrap()), Vec::<String>::new());
 }
+
+/// A server that stops reading in the middle of a part (a proxy in front of moto that passes
+/// 1 MiB of each connection on and then holds it): the part's tries each time out, the error
+/// says how many there were, it comes within the configured bound, and the multipart upload
+/// is aborted (the abort is a small request, which the proxy lets through).
+#[tokio::test]
+async fn a_server_that_stalls_mid_part_times_out_and_the_upload_is_aborted_moto() {
+    let Some(server) = started(Kind::Moto).await else {
+        return;
+    };
+    let upstream = server
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = ferry_testkit::faults::Proxy::start(upstream, |_| {
+        Some(ferry_testkit::faults::Fault::StallAfter(MIB as u64))
+    });
+    let network = ferry_core::config::Network {
+        connect_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(2),
+        retries: 1,
+    };
+    let options = ferry_store::StoreOptions {
+        endpoint: Some(proxy.endpoint()),
+        network,
+        ..server.options(Some(5 * MIB))
+    };
+    let store = ferry_store::open(&format!("s3://{BUCKET}/stall"), &options)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = store
+        .put_stream("big/stalled", Body::new(12 * MIB).boxed())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            StoreError::S3 {
+                operation: "UploadPart",
+                attempts: 2,
+                ..
+            }
+        ) && text.contains("part 1")
+            && text.contains("after 2 attempts"),
+        "{text}"
+    );
+    // Two tries of the part, one of the abort.
+    let bound = network.worst_case() + network.read_timeout + Duration::from_secs(10);
+    assert!(took < bound, "took {took:?}, more than {bound:?}: {text}");
+    assert!(took >= network.read_timeout * 2, "took {took:?}: {text}");
+    let uploads = server
+        .client()
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "the upload was not aborted: {:?}",
+        uploads.uploads()
+    );
+    assert!(store.head("big/stalled").await.unwrap().is_none());
+}
