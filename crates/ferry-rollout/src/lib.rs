@@ -866,13 +866,13 @@ impl Run<'_> {
             }
             tokio::time::sleep(interval.min(end - now)).await;
             self.checker.health(host).await?;
-            if let Some(v) = self.checker.version(host).await? {
-                if !health::is_target(&v, self.target) {
-                    return Err(format!(
-                        "it reports version {v}, not {}",
-                        self.target.version
-                    ));
-                }
+            if let Some(v) = self.checker.version(host).await?
+                && !health::is_target(&v, self.target)
+            {
+                return Err(format!(
+                    "it reports version {v}, not {}",
+                    self.target.version
+                ));
             }
         }
     }
