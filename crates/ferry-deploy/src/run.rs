@@ -97,9 +97,10 @@ impl<'a> Run<'a> {
             duration_ms: 0,
             detail: String::new(),
         });
-        self.started = Instant::now();
         self.obs.step_started(self.phase, name);
         self.save().await;
+        // A step's time is its own work, not the record write that announces it.
+        self.started = Instant::now();
         Ok(())
     }
 
@@ -490,7 +491,7 @@ pub(crate) async fn deploy(
     // 4. backup
     let policy = t.deploy.backup.unwrap_or_default();
     if pend.labels.is_empty() && policy != BackupPolicy::Always {
-        run.skip("backup", "nothing to migrate (backup = \"always\" takes one anyway)")
+        run.skip("backup", "nothing to migrate (backup = \"always\" would take one anyway)")
             .await?;
     } else {
         run.begin("backup").await?;
