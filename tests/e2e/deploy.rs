@@ -96,7 +96,10 @@ impl World {
     }
 
     fn live_version(&self) -> Value {
-        self.ferry(&["releases", "--env", "dev"]).expect_code(0).json()["live"]["version"].clone()
+        self.ferry(&["releases", "--env", "dev"])
+            .expect_code(0)
+            .json()["live"]["version"]
+            .clone()
     }
 
     fn migration(&self, version: i64, name: &str, up: &str, down: &str) {
@@ -193,7 +196,10 @@ async fn snapshot(db: &TestDb) -> String {
         "SELECT CAST(id AS CHAR(20)) || ':' || name FROM items ORDER BY id",
     ] {
         let q = if db.kind == Kind::MySql {
-            q.replace("CAST(id AS CHAR(20)) || ':' || name", "CONCAT(id, ':', name)")
+            q.replace(
+                "CAST(id AS CHAR(20)) || ':' || name",
+                "CONCAT(id, ':', name)",
+            )
         } else {
             q.replace("AS CHAR(20)", "AS TEXT")
         };
@@ -233,7 +239,9 @@ fn rollback_step<'a>(d: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
-    let Some(w) = world(db, 2, "").await else { return };
+    let Some(w) = world(db, 2, "").await else {
+        return;
+    };
     let v1 = w.push(V1);
     // A dry run changes nothing and says what would happen.
     let plan = w
@@ -252,14 +260,23 @@ async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
 
     let d = w.deploy(&v1).expect_code(0).json();
     for key in [
-        "env", "artifact", "version", "status", "backup_id", "steps", "rollback",
+        "env",
+        "artifact",
+        "version",
+        "status",
+        "backup_id",
+        "steps",
+        "rollback",
     ] {
         assert!(d.get(key).is_some(), "no {key} in {d}");
     }
     assert_eq!(d["status"], "succeeded");
     assert_eq!(d["version"], V1);
     assert!(d["rollback"].is_null());
-    assert!(d["backup_id"].is_string(), "a pending migration takes a backup: {d}");
+    assert!(
+        d["backup_id"].is_string(),
+        "a pending migration takes a backup: {d}"
+    );
     let names: Vec<&str> = d["steps"]
         .as_array()
         .unwrap()
@@ -300,7 +317,10 @@ async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
     assert_eq!(step(&d2, "backup")["status"], "skipped");
     assert_all_on(w.hosts.as_ref().unwrap(), V2);
 
-    let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
+    let st = w
+        .ferry(&["deploy", "status", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(st["live"]["version"], V2);
     assert_eq!(st["lock"]["state"], "free");
     assert_eq!(st["deploys"][0]["status"], "succeeded");
@@ -309,7 +329,9 @@ async fn a_good_release_goes_live_with_its_migration(db: TestDb) {
 }
 
 async fn a_breaking_migration_is_refused_and_the_schema_is_unchanged(db: TestDb) {
-    let Some(w) = world(db, 0, "").await else { return };
+    let Some(w) = world(db, 0, "").await else {
+        return;
+    };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -324,7 +346,10 @@ async fn a_breaking_migration_is_refused_and_the_schema_is_unchanged(db: TestDb)
     assert_eq!(d["status"], "refused", "{d}");
     assert_eq!(step(&d, "compat")["status"], "refused");
     assert!(
-        step(&d, "compat")["detail"].as_str().unwrap().contains("items.name"),
+        step(&d, "compat")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("items.name"),
         "{d}"
     );
     assert!(d["backup_id"].is_null());
@@ -334,7 +359,9 @@ async fn a_breaking_migration_is_refused_and_the_schema_is_unchanged(db: TestDb)
 }
 
 async fn an_unhealthy_host_rolls_everything_back(db: TestDb) {
-    let Some(w) = world(db, 2, "").await else { return };
+    let Some(w) = world(db, 2, "").await else {
+        return;
+    };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -387,7 +414,12 @@ async fn a_failing_smoke_check_rolls_everything_back(db: TestDb) {
     let d = w.deploy(&v2).expect_code(1).json();
     assert_eq!(d["status"], "rolled_back", "{d}");
     assert_eq!(step(&d, "smoke")["status"], "failed");
-    assert!(step(&d, "smoke")["detail"].as_str().unwrap().contains("no-poison"));
+    assert!(
+        step(&d, "smoke")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no-poison")
+    );
     assert_eq!(rollback_step(&d, "migrate")["status"], "succeeded");
     assert_all_on(w.hosts.as_ref().unwrap(), V1);
     assert_eq!(w.live_version(), V1);
@@ -442,18 +474,27 @@ async fn an_irreversible_migration_without_restore_stops_naming_the_backup(db: T
     assert_eq!(d["status"], "failed", "{d}");
     let id = d["backup_id"].as_str().unwrap().to_string();
     let message = d["message"].as_str().unwrap();
-    assert!(message.contains(&id) && message.contains("DBA"), "{message}");
+    assert!(
+        message.contains(&id) && message.contains("DBA"),
+        "{message}"
+    );
     assert!(out.stderr.contains(&id), "{}", out.stderr);
     // The artifact went back; the schema is the DBA's call.
     assert_eq!(w.live_version(), V1);
     assert!(w.db.has_table("audit").await);
-    let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
+    let st = w
+        .ferry(&["deploy", "status", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(st["deploys"][0]["status"], "failed");
     assert_eq!(st["deploys"][0]["undo_pending"], true);
     // `ferry rollback` refuses without the backup, naming it, then restores it when told to.
     let refused = w.ferry(&["rollback", "--env", "dev"]).expect_code(3);
     assert!(refused.stderr.contains(&id), "{}", refused.stderr);
-    assert!(w.db.has_table("audit").await, "a refused rollback changed the schema");
+    assert!(
+        w.db.has_table("audit").await,
+        "a refused rollback changed the schema"
+    );
     let r = w
         .ferry(&["rollback", "--env", "dev", "--restore-backup", &id])
         .expect_code(0)
@@ -485,7 +526,15 @@ fn spawn_deploy(dir: &Path, reference: &str, actor: &str) -> std::process::Child
         .env_remove("DATABASE_URL")
         .env_remove("FERRY_ENV")
         .env("FERRY_ACTOR", actor)
-        .args(["deploy", "--env", "dev", "--artifact", reference, "--output", "json"])
+        .args([
+            "deploy",
+            "--env",
+            "dev",
+            "--artifact",
+            reference,
+            "--output",
+            "json",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -494,14 +543,18 @@ fn spawn_deploy(dir: &Path, reference: &str, actor: &str) -> std::process::Child
 
 async fn a_second_deploy_is_refused_naming_the_holder(db: TestDb) {
     let dir: PathBuf = db.path().to_path_buf();
-    let Some(w) = world(db, 0, &gated_hook(&dir)).await else { return };
+    let Some(w) = world(db, 0, &gated_hook(&dir)).await else {
+        return;
+    };
     std::fs::write(dir.join("go"), "").unwrap();
     first_release(&w).await;
     std::fs::remove_file(dir.join("go")).unwrap();
     let _ = std::fs::remove_file(dir.join("started"));
     let v2 = w.push(V2);
     let first = spawn_deploy(&dir, &v2, "first-runner");
-    wait_for("the first deploy to hold the lock", || dir.join("started").exists());
+    wait_for("the first deploy to hold the lock", || {
+        dir.join("started").exists()
+    });
 
     let out = w.deploy(&v2).expect_code(3);
     let d = out.json();
@@ -509,16 +562,26 @@ async fn a_second_deploy_is_refused_naming_the_holder(db: TestDb) {
     let detail = step(&d, "gates")["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("first-runner"), "{detail}");
     assert!(detail.contains(&format!("pid {}", first.id())), "{detail}");
-    assert!(d["seq"].is_null(), "a refused deploy recorded something: {d}");
+    assert!(
+        d["seq"].is_null(),
+        "a refused deploy recorded something: {d}"
+    );
 
     std::fs::write(dir.join("go"), "").unwrap();
     let done = first.wait_with_output().unwrap();
-    assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     assert_eq!(w.live_version(), V2);
 }
 
 async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
-    let Some(w) = world(db, 2, "").await else { return };
+    let Some(w) = world(db, 2, "").await else {
+        return;
+    };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(
@@ -532,12 +595,17 @@ async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
     hosts.block_deploy("h1", V2);
     let v2 = w.push(V2);
     let mut child = spawn_deploy(w.p(), &v2, "doomed-runner");
-    wait_for("the deploy to reach its rollout", || hosts.deploy_blocked("h1"));
+    wait_for("the deploy to reach its rollout", || {
+        hosts.deploy_blocked("h1")
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     hosts.unblock("h1");
 
-    let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
+    let st = w
+        .ferry(&["deploy", "status", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(st["deploys"][0]["status"], "interrupted", "{st}");
     assert_eq!(st["deploys"][0]["stopped_at"], "rollout");
     assert_eq!(st["deploys"][0]["undo_pending"], true);
@@ -550,14 +618,19 @@ async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
     assert_eq!(w.live_version(), V1);
     assert_all_on(hosts, V1);
     assert_eq!(snapshot(&w.db).await, before);
-    let st = w.ferry(&["deploy", "status", "--env", "dev"]).expect_code(0).json();
+    let st = w
+        .ferry(&["deploy", "status", "--env", "dev"])
+        .expect_code(0)
+        .json();
     assert_eq!(st["lock"]["state"], "free");
     assert_eq!(st["deploys"][0]["kind"], "rollback");
     assert_eq!(st["deploys"][1]["undo_pending"], false);
 }
 
 async fn rollback_after_a_good_deploy_restores_artifact_and_schema(db: TestDb) {
-    let Some(w) = world(db, 2, "").await else { return };
+    let Some(w) = world(db, 2, "").await else {
+        return;
+    };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
     w.migration(

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use ferry_core::{CoreError, Settings};
 use ferry_deploy::{
-    DeployRequest, Deployer, Deployment, EnvTarget, LeaseOptions, RollbackReport,
-    RollbackRequest, Status,
+    DeployRequest, Deployer, Deployment, EnvTarget, LeaseOptions, RollbackReport, RollbackRequest,
+    Status,
 };
 use ferry_migrate::{MigrateError, MigrateOptions, source};
 use ferry_promote::{Promoter, RegistryOptions};
@@ -102,7 +102,11 @@ pub async fn run(args: DeployArgs, global: &GlobalOpts, printer: &Printer) -> Re
     }
     printer.line(&format!(
         "{} {artifact} to {env}",
-        if args.dry_run { "plan: deploy" } else { "deploy" }
+        if args.dry_run {
+            "plan: deploy"
+        } else {
+            "deploy"
+        }
     ));
     let lines = StepLines::new(printer);
     let d = deployer
@@ -125,7 +129,10 @@ pub async fn run(args: DeployArgs, global: &GlobalOpts, printer: &Printer) -> Re
         Status::Succeeded | Status::Planned => Ok(exit::OK),
         status => Err(CliError::Outcome {
             status,
-            message: d.message.clone().unwrap_or_else(|| format!("deploy {:?}", d.status)),
+            message: d
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("deploy {:?}", d.status)),
         }),
     }
 }
@@ -135,9 +142,15 @@ fn summary(d: &Deployment) -> String {
     let what = format!(
         "{}{}",
         d.artifact,
-        d.version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default()
+        d.version
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default()
     );
-    let seq = d.seq.map(|s| format!(" [deployment {s}]")).unwrap_or_default();
+    let seq = d
+        .seq
+        .map(|s| format!(" [deployment {s}]"))
+        .unwrap_or_default();
     match d.status {
         Status::Succeeded => format!(
             "deployed {what} to {}{seq}{}",
@@ -147,7 +160,10 @@ fn summary(d: &Deployment) -> String {
                 .map(|b| format!("; backup {b}"))
                 .unwrap_or_default()
         ),
-        Status::Planned => format!("dry run: nothing was changed; {what} would be deployed to {}", d.env),
+        Status::Planned => format!(
+            "dry run: nothing was changed; {what} would be deployed to {}",
+            d.env
+        ),
         Status::Refused => format!(
             "refused{seq}: {} (nothing was changed)",
             d.message.as_deref().unwrap_or("")
@@ -190,7 +206,10 @@ fn status_text(r: &ferry_deploy::DeployStatusReport) -> String {
         ),
         _ => "free".into(),
     };
-    let mut s = format!("environment: {}\nlive:        {live}\nlock:        {lock}\n\n", r.env);
+    let mut s = format!(
+        "environment: {}\nlive:        {live}\nlock:        {lock}\n\n",
+        r.env
+    );
     let rows: Vec<Vec<String>> = r
         .deploys
         .iter()
@@ -208,7 +227,16 @@ fn status_text(r: &ferry_deploy::DeployStatusReport) -> String {
         })
         .collect();
     s.push_str(&table(
-        &["SEQ", "KIND", "STATUS", "VERSION", "ARTIFACT", "STARTED", "ACTOR", "STOPPED AT"],
+        &[
+            "SEQ",
+            "KIND",
+            "STATUS",
+            "VERSION",
+            "ARTIFACT",
+            "STARTED",
+            "ACTOR",
+            "STOPPED AT",
+        ],
         &rows,
     ));
     for d in r.deploys.iter().filter(|d| d.undo_pending) {

@@ -174,12 +174,12 @@ fn backup_code(e: &ferry_backup::BackupError) -> (u8, &'static str) {
 
 fn compat_code(e: &ferry_compat::CompatError) -> (u8, &'static str) {
     match e {
-    ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
-    ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
-    ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
-    ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
-    ferry_compat::CompatError::Migrate(e) => migrate_code(e),
-}
+        ferry_compat::CompatError::Shadow { .. } => (exit::FAILED, "shadow"),
+        ferry_compat::CompatError::OldQueries { .. } => (exit::INVALID, "invalid_old_queries"),
+        ferry_compat::CompatError::OldQueriesNeedShadow => (exit::INVALID, "invalid_config"),
+        ferry_compat::CompatError::Core(_) => (exit::INVALID, "invalid_config"),
+        ferry_compat::CompatError::Migrate(e) => migrate_code(e),
+    }
 }
 
 /// The exit code of a rollout that ran to its end (README): 0 when every host that was not

@@ -264,7 +264,11 @@ impl ferry_deploy::DeployObserver for StepLines<'_> {
     }
 
     fn step_finished(&self, phase: ferry_deploy::Phase, step: &ferry_deploy::Step) {
-        let prefix = if phase == ferry_deploy::Phase::Rollback { "  rollback" } else { "" };
+        let prefix = if phase == ferry_deploy::Phase::Rollback {
+            "  rollback"
+        } else {
+            ""
+        };
         let line = format!("{prefix}{}", step_line(step));
         self.bar.suspend(|| self.printer.line(&line));
         self.bar.set_message(String::new());

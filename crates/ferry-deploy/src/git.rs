@@ -29,10 +29,25 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
 pub(crate) async fn tag_release(dir: &Path, version: &str) -> Result<String, String> {
     let head = git(dir, &["rev-parse", "--verify", "HEAD^{commit}"])
         .await
-        .map_err(|e| format!("{} is not in a git repository with a commit ({e})", dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "{} is not in a git repository with a commit ({e})",
+                dir.display()
+            )
+        })?;
     let short = &head[..head.len().min(12)];
     let mut done = Vec::new();
-    match git(dir, &["rev-parse", "--verify", "--quiet", &format!("refs/tags/{version}^{{commit}}")]).await {
+    match git(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/tags/{version}^{{commit}}"),
+        ],
+    )
+    .await
+    {
         Ok(existing) if existing == head => done.push(format!("tag {version} already on {short}")),
         Ok(existing) => {
             return Err(format!(
@@ -45,7 +60,17 @@ pub(crate) async fn tag_release(dir: &Path, version: &str) -> Result<String, Str
             done.push(format!("tagged {short} as {version}"));
         }
     }
-    if let Ok(previous) = git(dir, &["rev-parse", "--verify", "--quiet", "refs/tags/live^{commit}"]).await {
+    if let Ok(previous) = git(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "refs/tags/live^{commit}",
+        ],
+    )
+    .await
+    {
         git(dir, &["tag", "-f", "last_live", &previous]).await?;
     }
     git(dir, &["tag", "-f", "live", &head]).await?;
@@ -66,19 +91,45 @@ mod tests {
         }
         for args in [
             vec!["init", "-q"],
-            vec!["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "one"],
+            vec![
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "one",
+            ],
         ] {
             git(d, &args).await.unwrap();
         }
         let one = git(d, &["rev-parse", "HEAD"]).await.unwrap();
         tag_release(d, "1.0.0").await.unwrap();
-        git(d, &["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "two"])
-            .await
-            .unwrap();
+        git(
+            d,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "two",
+            ],
+        )
+        .await
+        .unwrap();
         let two = git(d, &["rev-parse", "HEAD"]).await.unwrap();
         tag_release(d, "1.1.0").await.unwrap();
         assert_eq!(git(d, &["rev-parse", "live^{commit}"]).await.unwrap(), two);
-        assert_eq!(git(d, &["rev-parse", "last_live^{commit}"]).await.unwrap(), one);
+        assert_eq!(
+            git(d, &["rev-parse", "last_live^{commit}"]).await.unwrap(),
+            one
+        );
         assert_eq!(git(d, &["rev-parse", "1.0.0^{commit}"]).await.unwrap(), one);
         // A version tag on another commit is never moved.
         let e = tag_release(d, "1.0.0").await.unwrap_err();

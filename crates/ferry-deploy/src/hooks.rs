@@ -103,7 +103,11 @@ fn tail(out: &[u8], err: &[u8]) -> String {
         String::from_utf8_lossy(out),
         String::from_utf8_lossy(err)
     );
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let last = lines[lines.len().saturating_sub(3)..].join(" | ");
     let chars: Vec<char> = last.chars().collect();
     if chars.len() > 400 {
@@ -128,9 +132,19 @@ mod tests {
         )
         .await;
         assert!(ok.ok && ok.detail.contains("1.2.3"), "{}", ok.detail);
-        let bad = run("echo nope >&2; exit 4", dir.path(), &[], Duration::from_secs(10)).await;
+        let bad = run(
+            "echo nope >&2; exit 4",
+            dir.path(),
+            &[],
+            Duration::from_secs(10),
+        )
+        .await;
         assert!(!bad.ok && bad.detail.contains("exited 4") && bad.detail.contains("nope"));
         let slow = run("sleep 5", dir.path(), &[], Duration::from_millis(200)).await;
-        assert!(!slow.ok && slow.detail.contains("killed"), "{}", slow.detail);
+        assert!(
+            !slow.ok && slow.detail.contains("killed"),
+            "{}",
+            slow.detail
+        );
     }
 }

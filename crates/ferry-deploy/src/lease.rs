@@ -170,13 +170,10 @@ fn key(env: &str, generation: u64) -> String {
 /// Generation numbers in the log, ascending.
 async fn generations(store: &dyn ObjectStore, env: &str) -> Result<Vec<u64>> {
     let p = prefix(env);
-    let objects = store
-        .list(&p)
-        .await
-        .map_err(DeployError::store(format!(
-            "listing the deploy lock of `{env}` in {}",
-            store.url()
-        )))?;
+    let objects = store.list(&p).await.map_err(DeployError::store(format!(
+        "listing the deploy lock of `{env}` in {}",
+        store.url()
+    )))?;
     let mut out: Vec<u64> = objects
         .iter()
         .filter_map(|m| {
@@ -212,7 +209,10 @@ async fn newest(store: &dyn ObjectStore, env: &str) -> Result<Option<LockRecord>
             }
             Err(StoreError::NotFound { .. }) => continue,
             Err(e) => {
-                return Err(DeployError::store(format!("reading {k} in {}", store.url()))(e));
+                return Err(DeployError::store(format!(
+                    "reading {k} in {}",
+                    store.url()
+                ))(e));
             }
         }
     }
@@ -514,7 +514,9 @@ async fn renew_loop(inner: Arc<Inner>) {
             Ok(()) => {}
             Err(DeployError::LostLock { .. }) => return,
             // A store hiccup: try again at the next tick; the lease outlives a few misses.
-            Err(e) => tracing::warn!(env = %inner.env, error = %e, "could not renew the deploy lock"),
+            Err(e) => {
+                tracing::warn!(env = %inner.env, error = %e, "could not renew the deploy lock")
+            }
         }
     }
 }
@@ -588,14 +590,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1800)).await;
         assert!(lease.lost().is_none());
         assert!(matches!(
-            Lease::acquire(s.clone(), "dev", holder("b"), short()).await.unwrap(),
+            Lease::acquire(s.clone(), "dev", holder("b"), short())
+                .await
+                .unwrap(),
             Acquired::Held(_)
         ));
         // A holder that stops renewing (its machine vanished) goes stale once the lease ends.
         lease.renewer.abort();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let (taken, why) = loop {
-            match Lease::acquire(s.clone(), "dev", holder("b"), short()).await.unwrap() {
+            match Lease::acquire(s.clone(), "dev", holder("b"), short())
+                .await
+                .unwrap()
+            {
                 Acquired::Taken { lease, took_over } => break (lease, took_over),
                 Acquired::Held(_) => {
                     assert!(std::time::Instant::now() < deadline, "never went stale");
@@ -699,7 +706,12 @@ mod tests {
         };
         assert!(!write_generation(s.as_ref(), "dev", &stale).await.unwrap());
         assert_eq!(
-            newest(s.as_ref(), "dev").await.unwrap().unwrap().holder.actor,
+            newest(s.as_ref(), "dev")
+                .await
+                .unwrap()
+                .unwrap()
+                .holder
+                .actor,
             "a"
         );
         lease.release().await.unwrap();

@@ -184,7 +184,8 @@ pub struct Undo {
 impl Undo {
     /// Whether the deployment changed anything that is not undone yet.
     pub fn pending(&self) -> bool {
-        !self.done && (!self.applied.is_empty() || self.release_seq.is_some() || self.rollout_started)
+        !self.done
+            && (!self.applied.is_empty() || self.release_seq.is_some() || self.rollout_started)
     }
 }
 

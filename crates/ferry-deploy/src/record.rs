@@ -24,13 +24,10 @@ pub(crate) fn key(env: &str, seq: u64) -> String {
 /// The sequence numbers of an environment's records, ascending.
 async fn seqs(store: &dyn ObjectStore, env: &str) -> Result<Vec<u64>> {
     let p = prefix(env);
-    let objects = store
-        .list(&p)
-        .await
-        .map_err(DeployError::store(format!(
-            "listing the deployments of `{env}` in {}",
-            store.url()
-        )))?;
+    let objects = store.list(&p).await.map_err(DeployError::store(format!(
+        "listing the deployments of `{env}` in {}",
+        store.url()
+    )))?;
     let mut out: Vec<u64> = objects
         .iter()
         .filter_map(|m| {
@@ -57,7 +54,10 @@ async fn read(store: &dyn ObjectStore, env: &str, seq: u64) -> Result<Option<Dep
                 message: e.to_string(),
             }),
         Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(DeployError::store(format!("reading {k} in {}", store.url()))(e)),
+        Err(e) => Err(DeployError::store(format!(
+            "reading {k} in {}",
+            store.url()
+        ))(e)),
     }
 }
 
@@ -79,10 +79,16 @@ pub(crate) async fn recent(
 /// Writes a record for the first time under the next free sequence number, which it sets.
 pub(crate) async fn create(store: &Arc<dyn ObjectStore>, d: &mut Deployment) -> Result<()> {
     loop {
-        let next = seqs(store.as_ref(), &d.env).await?.last().map_or(1, |s| s + 1);
+        let next = seqs(store.as_ref(), &d.env)
+            .await?
+            .last()
+            .map_or(1, |s| s + 1);
         d.seq = Some(next);
         let k = key(&d.env, next);
-        match store.put_bytes(&k, to_json(store, &k, d)?, PutMode::IfAbsent).await {
+        match store
+            .put_bytes(&k, to_json(store, &k, d)?, PutMode::IfAbsent)
+            .await
+        {
             Ok(()) => return Ok(()),
             // Only lock holders create records, but a record of a run that was taken over
             // may appear late: take the next number.
@@ -135,14 +141,16 @@ pub(crate) async fn mark_interrupted(
         d.status = Status::Interrupted;
         d.finished_at = Some(now);
         d.message = Some(format!("interrupted: {why}"));
-        for s in d.steps.iter_mut().chain(
-            d.rollback
-                .iter_mut()
-                .flat_map(|r| r.steps.iter_mut()),
-        ) {
+        for s in d
+            .steps
+            .iter_mut()
+            .chain(d.rollback.iter_mut().flat_map(|r| r.steps.iter_mut()))
+        {
             if s.status == crate::StepStatus::Running {
                 s.status = crate::StepStatus::Interrupted;
-                s.detail = format!("{} (interrupted: {why})", s.detail).trim().to_string();
+                s.detail = format!("{} (interrupted: {why})", s.detail)
+                    .trim()
+                    .to_string();
             }
         }
         update(store, &d).await?;

@@ -92,7 +92,9 @@ pub(crate) async fn rollback(
         Err(held) => {
             run.end((StepStatus::Refused, held.clone())).await;
             run.finish(Status::Refused, Some(held.clone())).await;
-            return Err(DeployError::Refused(format!("{held}; wait for it to finish")));
+            return Err(DeployError::Refused(format!(
+                "{held}; wait for it to finish"
+            )));
         }
     };
     let goal = match goal(dep, &run.d, &req, t).await {
@@ -120,12 +122,17 @@ pub(crate) async fn rollback(
         }
     };
     run.d.undo.schema_before = current;
-    let mut gate = vec![note, format!(
-        "back to release {} ({}{})",
-        goal.release.seq,
-        goal.release.version.as_deref().unwrap_or("-"),
-        goal.schema.map(|s| format!(", schema {s}")).unwrap_or_default()
-    )];
+    let mut gate = vec![
+        note,
+        format!(
+            "back to release {} ({}{})",
+            goal.release.seq,
+            goal.release.version.as_deref().unwrap_or("-"),
+            goal.schema
+                .map(|s| format!(", schema {s}"))
+                .unwrap_or_default()
+        ),
+    ];
     if let Some(u) = &goal.undo_of {
         gate.push(format!(
             "finishing the undo of deployment {} ({})",
@@ -160,8 +167,15 @@ pub(crate) async fn rollback(
                 crate::run::record_rollout(&run, Some(goal.release.seq), &report, true).await;
                 let detail = rollout_detail(&report);
                 ok = report.status == RolloutStatus::Succeeded;
-                run.end((if ok { StepStatus::Succeeded } else { StepStatus::Failed }, detail.clone()))
-                    .await;
+                run.end((
+                    if ok {
+                        StepStatus::Succeeded
+                    } else {
+                        StepStatus::Failed
+                    },
+                    detail.clone(),
+                ))
+                .await;
                 if !ok {
                     message = Some(format!("the hosts did not all go back: {detail}"));
                 }
@@ -178,7 +192,9 @@ pub(crate) async fn rollback(
     // The release record.
     let mut release_report = None;
     if ok {
-        let changes = live.as_ref().is_none_or(|l| l.digest != goal.release.digest);
+        let changes = live
+            .as_ref()
+            .is_none_or(|l| l.digest != goal.release.digest);
         if changes {
             run.begin("promote").await?;
             let reason = req.reason.clone().or_else(|| {
@@ -236,7 +252,8 @@ pub(crate) async fn rollback(
         run.begin("migrate").await?;
         match apply_schema(&mut run, plan, current, &req).await {
             Ok(change) => {
-                run.end((StepStatus::Succeeded, change.detail.clone())).await;
+                run.end((StepStatus::Succeeded, change.detail.clone()))
+                    .await;
                 schema = Some(change);
             }
             Err(e) => {
@@ -262,7 +279,11 @@ pub(crate) async fn rollback(
         None => unchanged_report(dep, &t.env, live.as_ref().unwrap_or(&goal.release)).await?,
     };
     let seq = run.d.seq;
-    let outcome = if ok { Status::Succeeded } else { Status::Failed };
+    let outcome = if ok {
+        Status::Succeeded
+    } else {
+        Status::Failed
+    };
     if ok {
         run.d.undo.done = true;
     }
@@ -326,7 +347,10 @@ async fn goal(
                 .find(|r| r.seq == prev.seq)
                 .cloned()
                 .ok_or_else(|| {
-                    DeployError::Invalid(format!("release {} of `{}` is not in its history", prev.seq, t.env))
+                    DeployError::Invalid(format!(
+                        "release {} of `{}` is not in its history",
+                        prev.seq, t.env
+                    ))
                 })?;
             return Ok(Goal {
                 schema: u.undo.schema_before.or(release.schema_version),
@@ -366,10 +390,12 @@ async fn goal(
         }
     };
     if target.digest == live.digest {
-        return Err(DeployError::Promote(ferry_promote::PromoteError::NothingToRollBack(format!(
-            "{} is already live in `{}` (release {}); choose another release with --to",
-            target.digest, t.env, live.seq
-        ))));
+        return Err(DeployError::Promote(
+            ferry_promote::PromoteError::NothingToRollBack(format!(
+                "{} is already live in `{}` (release {}); choose another release with --to",
+                target.digest, t.env, live.seq
+            )),
+        ));
     }
     // The backup taken before the migrations that came after the target: that of the first
     // later release that recorded one (history is newest first).
@@ -415,7 +441,11 @@ async fn schema_plan(
         return Ok((None, None));
     };
     let history = driver.history().await?;
-    let current = history.iter().filter(|h| h.success).map(|h| h.version).max();
+    let current = history
+        .iter()
+        .filter(|h| h.success)
+        .map(|h| h.version)
+        .max();
     let failed = history.iter().find(|h| !h.success);
     let Some(target) = goal.schema else {
         return Ok((current, None));
@@ -427,9 +457,15 @@ async fn schema_plan(
         return Ok((current, Some(SchemaPlan::Up(target))));
     }
     let blocked = if let Some(f) = failed {
-        Some(format!("migration {}_{} stopped part-way", f.version, f.name))
+        Some(format!(
+            "migration {}_{} stopped part-way",
+            f.version, f.name
+        ))
     } else {
-        match migrator.down(driver.as_mut(), DownTarget::To(target), true, &QuietMigrate).await {
+        match migrator
+            .down(driver.as_mut(), DownTarget::To(target), true, &QuietMigrate)
+            .await
+        {
             Ok(_) => None,
             Err(MigrateError::Irreversible { label }) => {
                 Some(format!("migration {label} has no down script"))
@@ -464,9 +500,18 @@ async fn apply_schema(
     let label = |s: &ferry_migrate::Step| format!("{}_{}", s.version, s.name);
     match plan {
         SchemaPlan::Down(target) => {
-            let driver = run.driver().await.map_err(|e| e.to_string())?.ok_or("no database")?;
+            let driver = run
+                .driver()
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no database")?;
             let r = migrator
-                .down(driver.as_mut(), DownTarget::To(target), false, &QuietMigrate)
+                .down(
+                    driver.as_mut(),
+                    DownTarget::To(target),
+                    false,
+                    &QuietMigrate,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let reverted: Vec<String> = r.reverted.iter().map(label).collect();
@@ -475,8 +520,13 @@ async fn apply_schema(
                 to: r.current_version,
                 detail: format!(
                     "reverted {} with the stored down scripts; schema at {}",
-                    if reverted.is_empty() { "nothing".into() } else { reverted.join(", ") },
-                    r.current_version.map_or("nothing".into(), |v| v.to_string())
+                    if reverted.is_empty() {
+                        "nothing".into()
+                    } else {
+                        reverted.join(", ")
+                    },
+                    r.current_version
+                        .map_or("nothing".into(), |v| v.to_string())
                 ),
                 reverted,
                 applied: Vec::new(),
@@ -484,7 +534,11 @@ async fn apply_schema(
             })
         }
         SchemaPlan::Up(target) => {
-            let driver = run.driver().await.map_err(|e| e.to_string())?.ok_or("no database")?;
+            let driver = run
+                .driver()
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no database")?;
             let r = migrator
                 .up(driver.as_mut(), Some(target), false, &QuietMigrate)
                 .await
@@ -493,7 +547,10 @@ async fn apply_schema(
             Ok(SchemaChange {
                 from: current,
                 to: r.current_version,
-                detail: format!("applied {} to reach the release's schema", applied.join(", ")),
+                detail: format!(
+                    "applied {} to reach the release's schema",
+                    applied.join(", ")
+                ),
                 reverted: Vec::new(),
                 applied,
                 restored_backup: None,

@@ -83,7 +83,13 @@ impl<'a> Run<'a> {
     fn steps(&mut self) -> &mut Vec<Step> {
         match self.phase {
             Phase::Deploy => &mut self.d.steps,
-            Phase::Rollback => &mut self.d.rollback.get_or_insert_with(RollbackSteps::default).steps,
+            Phase::Rollback => {
+                &mut self
+                    .d
+                    .rollback
+                    .get_or_insert_with(RollbackSteps::default)
+                    .steps
+            }
         }
     }
 
@@ -184,7 +190,10 @@ impl<'a> Run<'a> {
     }
 
     /// Takes the environment's lock and creates the record. `Err(deployment)`: refused.
-    pub(crate) async fn lock(&mut self, command: &str) -> Result<std::result::Result<String, String>> {
+    pub(crate) async fn lock(
+        &mut self,
+        command: &str,
+    ) -> Result<std::result::Result<String, String>> {
         let holder = Holder::this_process(&self.d.actor, command);
         match Lease::acquire(self.dep.store.clone(), &self.d.env, holder, self.t.lease).await? {
             Acquired::Held(r) => Ok(Err(format!(
@@ -402,11 +411,16 @@ pub(crate) async fn deploy(
             return Err(e);
         }
     };
-    let check = match dep.promoter.check_promotion(promote_request(&req, &t.env)).await {
+    let check = match dep
+        .promoter
+        .check_promotion(promote_request(&req, &t.env))
+        .await
+    {
         Ok(c) => c,
         Err(e) if e.is_refusal() => {
             let why = e.to_string();
-            run.end((StepStatus::Refused, format!("{lock_note}; {why}"))).await;
+            run.end((StepStatus::Refused, format!("{lock_note}; {why}")))
+                .await;
             return Ok(run.finish(Status::Refused, Some(why)).await);
         }
         Err(e) => {
@@ -430,13 +444,22 @@ pub(crate) async fn deploy(
     // 2. pre_deploy
     if let Some(cmd) = t.deploy.pre_deploy.clone() {
         run.begin("pre_deploy").await?;
-        let out = hooks::run(&cmd, &t.work_dir, &release_vars(&run.d), t.deploy.hook_timeout()).await;
+        let out = hooks::run(
+            &cmd,
+            &t.work_dir,
+            &release_vars(&run.d),
+            t.deploy.hook_timeout(),
+        )
+        .await;
         if !out.ok {
             run.end((StepStatus::Refused, out.detail.clone())).await;
             return Ok(run
                 .finish(
                     Status::Refused,
-                    Some(format!("the pre_deploy hook refused the deploy: {}", out.detail)),
+                    Some(format!(
+                        "the pre_deploy hook refused the deploy: {}",
+                        out.detail
+                    )),
                 )
                 .await);
         }
@@ -462,7 +485,10 @@ pub(crate) async fn deploy(
     let Some(pend) = pend else {
         run.end((
             StepStatus::Skipped,
-            format!("`{}` has no database_url: nothing to check or migrate", t.env),
+            format!(
+                "`{}` has no database_url: nothing to check or migrate",
+                t.env
+            ),
         ))
         .await;
         run.skip("backup", "no database").await?;
@@ -475,7 +501,8 @@ pub(crate) async fn deploy(
             StepStatus::Skipped,
             format!(
                 "nothing pending (schema at {})",
-                pend.current.map_or("nothing applied".into(), |v| v.to_string())
+                pend.current
+                    .map_or("nothing applied".into(), |v| v.to_string())
             ),
         ))
         .await;
@@ -516,8 +543,11 @@ pub(crate) async fn deploy(
     // 4. backup
     let policy = t.deploy.backup.unwrap_or_default();
     if pend.labels.is_empty() && policy != BackupPolicy::Always {
-        run.skip("backup", "nothing to migrate (backup = \"always\" would take one anyway)")
-            .await?;
+        run.skip(
+            "backup",
+            "nothing to migrate (backup = \"always\" would take one anyway)",
+        )
+        .await?;
     } else {
         run.begin("backup").await?;
         let url = t.database_url.clone().expect("a database was connected");
@@ -632,7 +662,11 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
             return Ok(roll_back(run, req, format!("promote failed: {why}")).await);
         }
     };
-    let promoted = match dep.promoter.plan_promotion(promote_request(req, &t.env)).await {
+    let promoted = match dep
+        .promoter
+        .plan_promotion(promote_request(req, &t.env))
+        .await
+    {
         Ok(Planned::AlreadyLive(r)) => Ok((
             StepStatus::Skipped,
             format!("already live (release {}); nothing recorded", r.release.seq),
@@ -683,19 +717,27 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
 
     // 7. rollout
     if t.fleet.hosts.is_empty() {
-        run.skip("rollout", format!("`{}` has no hosts", t.env)).await?;
+        run.skip("rollout", format!("`{}` has no hosts", t.env))
+            .await?;
     } else {
         run.begin("rollout").await?;
         run.d.undo.rollout_started = true;
         run.save().await;
         let target = Target {
             env: t.env.clone(),
-            name: run.d.artifact.split('@').next().unwrap_or_default().to_string(),
-            version: run
+            name: run
                 .d
-                .version
-                .clone()
-                .unwrap_or_else(|| run.d.digest.map(|x| x.hex()[..12].to_string()).unwrap_or_default()),
+                .artifact
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            version: run.d.version.clone().unwrap_or_else(|| {
+                run.d
+                    .digest
+                    .map(|x| x.hex()[..12].to_string())
+                    .unwrap_or_default()
+            }),
             digest: run.d.digest.map(|x| x.to_string()).unwrap_or_default(),
         };
         let previous = run.d.undo.previous.as_ref().map(|p| target_of(&t.env, p));
@@ -714,7 +756,13 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
         match result {
             Ok(report) => {
                 run.d.undo.hosts = report.deployed_hosts();
-                let seq = run.d.undo.release_seq.or(run.d.undo.previous.as_ref().filter(|p| Some(p.digest) == run.d.digest).map(|p| p.seq));
+                let seq = run.d.undo.release_seq.or(run
+                    .d
+                    .undo
+                    .previous
+                    .as_ref()
+                    .filter(|p| Some(p.digest) == run.d.digest)
+                    .map(|p| p.seq));
                 record_rollout(&run, seq, &report, false).await;
                 let detail = rollout_detail(&report);
                 if report.status == RolloutStatus::Succeeded {
@@ -766,7 +814,13 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
     }
     if let Some(cmd) = t.deploy.post_deploy.clone() {
         run.begin("post_deploy").await?;
-        let out = hooks::run(&cmd, &t.work_dir, &release_vars(&run.d), t.deploy.hook_timeout()).await;
+        let out = hooks::run(
+            &cmd,
+            &t.work_dir,
+            &release_vars(&run.d),
+            t.deploy.hook_timeout(),
+        )
+        .await;
         if out.ok {
             run.end((StepStatus::Succeeded, out.detail)).await;
         } else {
@@ -780,11 +834,12 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
     // git: the release is live whatever happens here.
     if t.git_tag {
         run.begin("git").await?;
-        let version = run
-            .d
-            .version
-            .clone()
-            .unwrap_or_else(|| run.d.digest.map(|x| x.hex()[..12].to_string()).unwrap_or_default());
+        let version = run.d.version.clone().unwrap_or_else(|| {
+            run.d
+                .digest
+                .map(|x| x.hex()[..12].to_string())
+                .unwrap_or_default()
+        });
         match crate::git::tag_release(&t.work_dir, &version).await {
             Ok(done) => run.end((StepStatus::Succeeded, done)).await,
             Err(why) => {
@@ -831,7 +886,13 @@ pub(crate) async fn record_rollout(
     report: &ferry_rollout::RolloutReport,
     rollback: bool,
 ) {
-    let (Some(seq), Some(digest)) = (seq, report.artifact.split_once('@').and_then(|(_, d)| d.parse().ok())) else {
+    let (Some(seq), Some(digest)) = (
+        seq,
+        report
+            .artifact
+            .split_once('@')
+            .and_then(|(_, d)| d.parse().ok()),
+    ) else {
         return;
     };
     let record = ferry_promote::RolloutRecord {
@@ -844,7 +905,14 @@ pub(crate) async fn record_rollout(
         actor: run.d.actor.clone(),
         at: Utc::now(),
         reason: Some(match run.d.seq {
-            Some(d) => format!("{} {d}", if run.d.kind == Kind::Rollback { "rollback" } else { "deployment" }),
+            Some(d) => format!(
+                "{} {d}",
+                if run.d.kind == Kind::Rollback {
+                    "rollback"
+                } else {
+                    "deployment"
+                }
+            ),
             None => "deployment".to_string(),
         }),
         stopped: report.stopped,
@@ -875,7 +943,11 @@ pub(crate) fn serde_plain<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// The automatic rollback, in reverse: hosts, release, schema (or backup).
-pub(crate) async fn roll_back(mut run: Run<'_>, req: &DeployRequest, failure: String) -> Deployment {
+pub(crate) async fn roll_back(
+    mut run: Run<'_>,
+    req: &DeployRequest,
+    failure: String,
+) -> Deployment {
     run.phase = Phase::Rollback;
     run.d.rollback = Some(RollbackSteps::default());
     let reason = format!(
@@ -906,7 +978,13 @@ pub(crate) async fn roll_back(mut run: Run<'_>, req: &DeployRequest, failure: St
     }
 
     // The schema goes back to where it was.
-    if !run.d.undo.applied.is_empty() || run.d.steps.iter().any(|s| s.name == "migrate" && s.status == StepStatus::Failed) {
+    if !run.d.undo.applied.is_empty()
+        || run
+            .d
+            .steps
+            .iter()
+            .any(|s| s.name == "migrate" && s.status == StepStatus::Failed)
+    {
         if run.begin("migrate").await.is_err() {
             return run.finish(Status::Failed, Some(failure)).await;
         }
@@ -979,7 +1057,11 @@ pub(crate) async fn undo_hosts(run: &mut Run<'_>) -> Outcome {
     match result {
         Ok(report) if report.status == RolloutStatus::Succeeded => (
             StepStatus::Succeeded,
-            format!("{} back on the hosts: {}", prev.host_version(), rollout_detail(&report)),
+            format!(
+                "{} back on the hosts: {}",
+                prev.host_version(),
+                rollout_detail(&report)
+            ),
         ),
         Ok(report) => (StepStatus::Failed, rollout_detail(&report)),
         Err(e) => (StepStatus::Failed, e.to_string()),
@@ -1075,7 +1157,10 @@ async fn undo_schema(run: &mut Run<'_>) -> SchemaUndo {
         ));
     }
     let target = ferry_migrate::DownTarget::To(before.unwrap_or(0));
-    match migrator.down(driver.as_mut(), target, false, &QuietMigrate).await {
+    match migrator
+        .down(driver.as_mut(), target, false, &QuietMigrate)
+        .await
+    {
         Ok(report) => SchemaUndo::Done(format!(
             "reverted {} with the stored down scripts; schema at {}",
             report
@@ -1084,7 +1169,9 @@ async fn undo_schema(run: &mut Run<'_>) -> SchemaUndo {
                 .map(|s| format!("{}_{}", s.version, s.name))
                 .collect::<Vec<_>>()
                 .join(", "),
-            report.current_version.map_or("nothing".into(), |v| v.to_string())
+            report
+                .current_version
+                .map_or("nothing".into(), |v| v.to_string())
         )),
         Err(MigrateError::Irreversible { label }) => SchemaUndo::NeedsRestore(format!(
             "migration {label} has no down script, so the stored downs cannot revert it (nothing was reverted)"
@@ -1099,7 +1186,9 @@ async fn undo_schema(run: &mut Run<'_>) -> SchemaUndo {
 async fn restore_or_stop(run: &mut Run<'_>, why: &str, message: &mut Option<String>) -> bool {
     let env = run.d.env.clone();
     let Some(id) = run.d.backup_id.clone() else {
-        let m = format!("{why}; and no backup was taken, so the schema stays as the deployment left it. A DBA must repair it by hand");
+        let m = format!(
+            "{why}; and no backup was taken, so the schema stays as the deployment left it. A DBA must repair it by hand"
+        );
         *message = Some(m);
         return false;
     };
@@ -1158,7 +1247,11 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
     let mut gate = Vec::new();
     match lock.state {
         "held" => {
-            let h = lock.holder.as_ref().map(|h| h.to_string()).unwrap_or_default();
+            let h = lock
+                .holder
+                .as_ref()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
             refused = Some(format!("the deploy lock of `{}` is held by {h}", t.env));
         }
         "stale" => gate.push(format!(
@@ -1167,7 +1260,11 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
         )),
         _ => gate.push("deploy lock free".into()),
     }
-    match dep.promoter.check_promotion(promote_request(req, &t.env)).await {
+    match dep
+        .promoter
+        .check_promotion(promote_request(req, &t.env))
+        .await
+    {
         Ok(check) => {
             let live = dep.promoter.releases(&t.env).await?.live;
             gate.push(gate_detail(&mut run, &check, live.as_ref(), None));
@@ -1185,7 +1282,8 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
     match &t.deploy.pre_deploy {
         Some(cmd) => {
             run.begin("pre_deploy").await?;
-            run.end((StepStatus::Planned, format!("would run `{cmd}`"))).await;
+            run.end((StepStatus::Planned, format!("would run `{cmd}`")))
+                .await;
         }
         None => run.skip("pre_deploy", "no pre_deploy hook").await?,
     }
@@ -1200,8 +1298,14 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
     };
     let labels = pend.as_ref().map(|p| p.labels.clone()).unwrap_or_default();
     match &pend {
-        None => run.end((StepStatus::Skipped, "no database_url".into())).await,
-        Some(p) if p.labels.is_empty() => run.end((StepStatus::Skipped, "nothing pending".into())).await,
+        None => {
+            run.end((StepStatus::Skipped, "no database_url".into()))
+                .await
+        }
+        Some(p) if p.labels.is_empty() => {
+            run.end((StepStatus::Skipped, "nothing pending".into()))
+                .await
+        }
         Some(p) => {
             let url = t.database_url.clone().expect("connected");
             let options = CheckOptions {
@@ -1216,17 +1320,26 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
                 run.end((StepStatus::Refused, why.clone())).await;
                 return Ok(run.finish(Status::Refused, Some(why)).await);
             }
-            run.end((StepStatus::Planned, format!("{} pending migration(s) compatible", p.labels.len())))
-                .await;
+            run.end((
+                StepStatus::Planned,
+                format!("{} pending migration(s) compatible", p.labels.len()),
+            ))
+            .await;
         }
     }
 
     let policy = t.deploy.backup.unwrap_or_default();
-    match (&t.database_url, labels.is_empty() && policy != BackupPolicy::Always) {
+    match (
+        &t.database_url,
+        labels.is_empty() && policy != BackupPolicy::Always,
+    ) {
         (Some(url), false) => {
             run.begin("backup").await?;
-            run.end((StepStatus::Planned, format!("would back up {} ({})", url.database_name(), url.redacted())))
-                .await;
+            run.end((
+                StepStatus::Planned,
+                format!("would back up {} ({})", url.database_name(), url.redacted()),
+            ))
+            .await;
         }
         _ => run.skip("backup", "nothing to migrate").await?,
     }
@@ -1234,24 +1347,44 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
         run.skip("migrate", "nothing pending").await?;
     } else {
         run.begin("migrate").await?;
-        run.end((StepStatus::Planned, format!("would apply {}", labels.join(", "))))
-            .await;
+        run.end((
+            StepStatus::Planned,
+            format!("would apply {}", labels.join(", ")),
+        ))
+        .await;
     }
     run.begin("promote").await?;
     let promote = match &run.d.undo.previous {
-        Some(p) if Some(p.digest) == run.d.digest => "already live; nothing would be recorded".to_string(),
-        Some(p) => format!("would make {} live, replacing release {} ({})", run.d.artifact, p.seq, p.host_version()),
-        None => format!("would make {} the first release of `{}`", run.d.artifact, t.env),
+        Some(p) if Some(p.digest) == run.d.digest => {
+            "already live; nothing would be recorded".to_string()
+        }
+        Some(p) => format!(
+            "would make {} live, replacing release {} ({})",
+            run.d.artifact,
+            p.seq,
+            p.host_version()
+        ),
+        None => format!(
+            "would make {} the first release of `{}`",
+            run.d.artifact, t.env
+        ),
     };
     run.end((StepStatus::Planned, promote)).await;
 
     if t.fleet.hosts.is_empty() {
-        run.skip("rollout", format!("`{}` has no hosts", t.env)).await?;
+        run.skip("rollout", format!("`{}` has no hosts", t.env))
+            .await?;
     } else {
         run.begin("rollout").await?;
         let target = Target {
             env: t.env.clone(),
-            name: run.d.artifact.split('@').next().unwrap_or_default().to_string(),
+            name: run
+                .d
+                .artifact
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             version: run.d.version.clone().unwrap_or_default(),
             digest: run.d.digest.map(|x| x.to_string()).unwrap_or_default(),
         };
@@ -1279,13 +1412,17 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
     } else {
         run.begin("smoke").await?;
         let names: Vec<String> = t.fleet.smoke.iter().map(|c| c.name.clone()).collect();
-        run.end((StepStatus::Planned, format!("would run {}", names.join(", "))))
-            .await;
+        run.end((
+            StepStatus::Planned,
+            format!("would run {}", names.join(", ")),
+        ))
+        .await;
     }
     match &t.deploy.post_deploy {
         Some(cmd) => {
             run.begin("post_deploy").await?;
-            run.end((StepStatus::Planned, format!("would run `{cmd}`"))).await;
+            run.end((StepStatus::Planned, format!("would run `{cmd}`")))
+                .await;
         }
         None => run.skip("post_deploy", "no post_deploy hook").await?,
     }
