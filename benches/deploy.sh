@@ -20,6 +20,7 @@
 #   RUNS=9                 timed rounds
 #   FERRY_BENCH_DB=sqlite  or a postgres://… / mysql://… URL of a database the bench may fill
 #   SKIP_BUILD=1           use the existing target/release/ferry without building it
+#   FERRY_BIN=PATH         time this binary instead (implies SKIP_BUILD; e.g. a debug build)
 #
 # Needs: bash, python3 (for the clock and the median), cargo; pg_dump/mariadb-dump for those URLs.
 set -euo pipefail
@@ -34,8 +35,8 @@ die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-FERRY="$TARGET_DIR/release/ferry"
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+FERRY="${FERRY_BIN:-$TARGET_DIR/release/ferry}"
+if [[ -z "${FERRY_BIN:-}" && "${SKIP_BUILD:-0}" != 1 ]]; then
   log "building ferry: cargo build --release -p ferry-cli"
   (cd "$ROOT" && cargo build --release -p ferry-cli)
 fi

@@ -32,6 +32,10 @@ pub(crate) struct Run<'a> {
     started: Instant,
 }
 
+/// The deploy steps that change the environment (and after which a kill leaves something to
+/// undo): the record is rewritten as each starts and ends.
+const CHANGES: [&str; 5] = ["migrate", "promote", "rollout", "smoke", "post_deploy"];
+
 /// A step's outcome: status and detail.
 type Outcome = (StepStatus, String);
 
@@ -103,13 +107,20 @@ impl<'a> Run<'a> {
             duration_ms: 0,
             detail: String::new(),
         });
-        self.started = Instant::now();
         self.obs.step_started(self.phase, name);
-        self.save().await;
+        if self.phase == Phase::Rollback || CHANGES.contains(&name) {
+            // Before anything changes, the record says which step is about to: a kill here
+            // leaves it `running` at this step.
+            self.save().await;
+        }
+        // A step's time is its own work, not the record write that announces it.
+        self.started = Instant::now();
         Ok(())
     }
 
-    /// Ends the current step.
+    /// Ends the current step; the record is rewritten when the step changed something (the
+    /// steps before `migrate` change nothing, so their outcome is written with the next step
+    /// that does, or at the end: a kill there leaves nothing to undo).
     pub(crate) async fn end(&mut self, (status, detail): Outcome) {
         let ms = self.started.elapsed().as_millis() as u64;
         let phase = self.phase;
@@ -122,13 +133,29 @@ impl<'a> Run<'a> {
             step.clone()
         };
         self.obs.step_finished(phase, &step);
-        self.save().await;
+        if phase == Phase::Rollback || CHANGES.contains(&step.name.as_str()) {
+            self.save().await;
+        }
     }
 
     /// A step that is not run, recorded as such.
+    /// (Nothing changes, so nothing is written until the next step that does.)
     pub(crate) async fn skip(&mut self, name: &str, why: impl Into<String>) -> Result<()> {
-        self.begin(name).await?;
-        self.end((StepStatus::Skipped, why.into())).await;
+        if let Some(lost) = self.lease.as_ref().and_then(|l| l.lost()) {
+            return Err(DeployError::LostLock {
+                env: self.d.env.clone(),
+                holder: lost,
+            });
+        }
+        let step = Step {
+            name: name.to_string(),
+            status: StepStatus::Skipped,
+            duration_ms: 0,
+            detail: why.into(),
+        };
+        self.obs.step_started(self.phase, name);
+        self.steps().push(step.clone());
+        self.obs.step_finished(self.phase, &step);
         Ok(())
     }
 
@@ -199,10 +226,9 @@ impl<'a> Run<'a> {
                         }
                     );
                 }
+                // The lock's holder does not name the record: the lock holder writes the only
+                // `running` one, so nothing is left to tie (and a deploy is one write cheaper).
                 record::create(&self.dep.store, &mut self.d).await?;
-                if let (Some(lease), Some(seq)) = (&self.lease, self.d.seq) {
-                    lease.set_deploy(seq).await?;
-                }
                 Ok(Ok(note))
             }
         }
@@ -520,7 +546,7 @@ pub(crate) async fn deploy(
     if pend.labels.is_empty() && policy != BackupPolicy::Always {
         run.skip(
             "backup",
-            "nothing to migrate (backup = \"always\" takes one anyway)",
+            "nothing to migrate (backup = \"always\" would take one anyway)",
         )
         .await?;
     } else {
