@@ -214,15 +214,7 @@ pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn snap(pairs: &[(&str, &str)]) -> Snapshot {
-        Snapshot(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
+    use crate::shadow::snap;
 
     #[test]
     fn a_diff_walks_both_snapshots_and_finds_what_a_lookup_finds() {

@@ -45,6 +45,17 @@ use crate::{CompatError, Finding, Roundtrip};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot(pub BTreeMap<String, String>);
 
+/// A snapshot of `(key, description)` pairs, for the tests of the modules here.
+#[cfg(test)]
+fn snap(pairs: &[(&str, &str)]) -> Snapshot {
+    Snapshot(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
 /// What the shadow run found for one migration.
 #[derive(Debug, Default)]
 pub struct Proof {

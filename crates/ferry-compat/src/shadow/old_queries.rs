@@ -190,17 +190,8 @@ impl<'q> OldQueries<'q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shadow::Snapshot;
     use crate::shadow::diff::diff;
-
-    fn snap(pairs: &[(&str, &str)]) -> Snapshot {
-        Snapshot(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
+    use crate::shadow::snap;
 
     #[test]
     fn changed_relations_name_tables_or_give_up() {
