@@ -340,7 +340,7 @@ pub enum Planned {
 }
 
 enum GateOrPlan {
-    Planned(Planned),
+    Planned(Box<Planned>),
     Checked(PromotionCheck),
 }
 
@@ -661,7 +661,7 @@ impl Promoter {
     /// freezes, and put the verified artifact in the environment's location.
     pub async fn plan_promotion(&self, req: PromoteRequest) -> Result<Planned> {
         match self.gate_or_plan(req, false).await? {
-            GateOrPlan::Planned(p) => Ok(p),
+            GateOrPlan::Planned(p) => Ok(*p),
             GateOrPlan::Checked(_) => unreachable!("a plan was asked for"),
         }
     }
@@ -730,17 +730,19 @@ impl Promoter {
             // Already recorded: make sure the location serves it (repairs a tag that did not
             // move after the record was written).
             location.make_live(&digest).await?;
-            return Ok(GateOrPlan::Planned(Planned::AlreadyLive(PromoteReport {
-                env: env.name.clone(),
-                release: live.clone(),
-                previous: live.replaced,
-                changed: false,
-                location: location.url(),
-                source: None,
-                bytes_copied: 0,
-                bytes_verified: 0,
-                server_side: false,
-            })));
+            return Ok(GateOrPlan::Planned(Box::new(Planned::AlreadyLive(
+                PromoteReport {
+                    env: env.name.clone(),
+                    release: live.clone(),
+                    previous: live.replaced,
+                    changed: false,
+                    location: location.url(),
+                    source: None,
+                    bytes_copied: 0,
+                    bytes_verified: 0,
+                    server_side: false,
+                },
+            ))));
         }
 
         if let Some(required) = &env.requires {
@@ -799,7 +801,7 @@ impl Promoter {
         sources.push(image_source.unwrap_or_else(|| self.central_loc.clone()));
         let (source, transfer) = self.put_in_place(&digest, &location, &sources).await?;
 
-        Ok(GateOrPlan::Planned(Planned::Ready(Plan {
+        Ok(GateOrPlan::Planned(Box::new(Planned::Ready(Plan {
             central: self.central.clone(),
             env: env.name.clone(),
             record: Record {
@@ -821,7 +823,7 @@ impl Promoter {
             dest: location,
             source,
             transfer,
-        })))
+        }))))
     }
 
     /// Makes the artifact present and verified at `dest`: re-hash it when it is there, else
