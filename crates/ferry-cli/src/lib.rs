@@ -55,14 +55,22 @@ pub enum CliError {
     /// A destructive step was not confirmed at the terminal.
     #[error("{0}")]
     NotConfirmed(String),
+    /// Boxed: a deploy error carries whole reports, and every `Result` of the CLI pays for
+    /// its largest variant.
     #[error(transparent)]
-    Deploy(#[from] ferry_deploy::DeployError),
+    Deploy(Box<ferry_deploy::DeployError>),
     /// A deploy or rollback ran and its report is already printed; its status gives the code.
     #[error("{message}")]
     Outcome {
         status: ferry_deploy::Status,
         message: String,
     },
+}
+
+impl From<ferry_deploy::DeployError> for CliError {
+    fn from(e: ferry_deploy::DeployError) -> Self {
+        CliError::Deploy(Box::new(e))
+    }
 }
 
 /// Maps every error to its documented exit code and a stable kind for JSON output.
@@ -97,7 +105,7 @@ pub fn exit_code(err: &CliError) -> (u8, &'static str) {
         }
         CliError::Deploy(e) => {
             use ferry_deploy::DeployError as D;
-            match e {
+            match e.as_ref() {
                 D::Refused(_) => (exit::REFUSED, "refused"),
                 D::Config { .. } | D::Invalid(_) => (exit::INVALID, "invalid_input"),
                 D::Store { .. } | D::BadRecord { .. } => (exit::FAILED, "store"),

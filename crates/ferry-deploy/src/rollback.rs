@@ -482,9 +482,8 @@ async fn schema_plan(
                 Some(id) => format!(
                     "Backup {id} was taken before those migrations: `ferry rollback --env {env} --restore-backup {id}` restores it (writes since are lost)"
                 ),
-                None => format!(
-                    "No backup was recorded before those migrations; find one with `ferry backup list` and pass --restore-backup ID, or repair the schema by hand"
-                ),
+                None => "No backup was recorded before those migrations; find one with `ferry backup list` and pass --restore-backup ID, or repair the schema by hand"
+                    .to_string(),
             }
         ))),
     }

@@ -870,14 +870,15 @@ async fn tracked(driver: &mut dyn Driver, run: &Run<'_>) -> Result<(), Failure> 
             recorded_failed: true,
         }));
     }
-    Ok(match run.direction {
+    match run.direction {
         Direction::Up => {
             driver
                 .set_success(record.version, true, started.elapsed().as_millis() as i64)
                 .await?
         }
         Direction::Down => driver.delete_record(record.version).await?,
-    })
+    }
+    Ok(())
 }
 
 fn step(version: i64, name: &str, duration_ms: u64, sql: Option<String>) -> Step {

@@ -52,7 +52,7 @@ pub fn split_statements_for(script: &str, engine: Engine) -> Vec<(usize, String)
             }
             b'#' if mysql => i = line_end(bytes, i),
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = block_comment_end(bytes, i, mysql),
-            b'$' if !mysql && !(i > 0 && is_ident_byte(bytes[i - 1])) => {
+            b'$' if !(mysql || i > 0 && is_ident_byte(bytes[i - 1])) => {
                 // $tag$ ... $tag$ where tag is empty or an identifier not starting with a digit.
                 let tag_end = script[i + 1..]
                     .find(|c: char| !(c.is_alphanumeric() || c == '_'))
