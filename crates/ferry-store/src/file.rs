@@ -240,7 +240,13 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
             continue;
         };
         let key = rel.to_string_lossy().replace('\\', "/");
-        let meta = entry.metadata()?;
+        // An entry can vanish between the directory read and its metadata (a concurrent
+        // writer's temporary file renamed into place, an object deleted): it is not listed.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             // Descend only where the prefix can still match.
             let as_dir = format!("{key}/");

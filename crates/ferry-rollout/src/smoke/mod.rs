@@ -73,9 +73,13 @@ async fn one(
             SmokeKind::Sql => sql_check(check, db, timeout).await,
         }
     };
+    let timed_out = || format!("timed out after {}", seconds(timeout));
     let outcome = match tokio::time::timeout(timeout, work).await {
+        // A check interrupted by its own deadline (SQLite's progress handler races the timer)
+        // timed out too, whatever the database called it.
+        Ok(Err(_)) if start.elapsed() >= timeout => Err(timed_out()),
         Ok(r) => r,
-        Err(_) => Err(format!("timed out after {}", seconds(timeout))),
+        Err(_) => Err(timed_out()),
     };
     let latency_ms = start.elapsed().as_millis() as u64;
     tracing::info!(check = %check.name, kind = kind.as_str(), ok = outcome.is_ok(), latency_ms, "smoke check");
