@@ -8,9 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ferry_core::{CoreError, Settings};
-use ferry_promote::{
-    Planned, PromoteRequest, Promoter, Releases, RolloutHostRecord, RolloutRecord,
-};
+use ferry_promote::{Planned, PromoteRequest, Promoter, Releases, RolloutRecord};
 use ferry_rollout::{
     FleetConfig, HostPhase, HostStatus, RolloutObserver, RolloutReport, RolloutRequest,
     SmokeReport, Target,
@@ -255,18 +253,7 @@ async fn rollout(
                 .map(|r| r.trim().to_string())
                 .filter(|r| !r.is_empty()),
             stopped: report.stopped,
-            hosts: report
-                .hosts
-                .iter()
-                .map(|h| RolloutHostRecord {
-                    name: h.name.clone(),
-                    status: h.status.as_str().to_string(),
-                    before_version: h.before_version.clone(),
-                    after_version: h.after_version.clone(),
-                    duration_ms: h.duration_ms,
-                    detail: h.detail.clone(),
-                })
-                .collect(),
+            hosts: ferry_deploy::rollout_host_records(&report),
         };
         if let Err(e) = promoter.record_rollout(env, record).await {
             // The hosts are as the report says; only the history lacks it. Say so, fail.

@@ -314,3 +314,22 @@ impl Deployer {
         status::status(self, env, limit).await
     }
 }
+
+/// What a rollout did to each host, as the environment's history records it (`ferry rollout`
+/// and a deploy's rollout step write the same record).
+pub fn rollout_host_records(
+    report: &ferry_rollout::RolloutReport,
+) -> Vec<ferry_promote::RolloutHostRecord> {
+    report
+        .hosts
+        .iter()
+        .map(|h| ferry_promote::RolloutHostRecord {
+            name: h.name.clone(),
+            status: h.status.as_str().to_string(),
+            before_version: h.before_version.clone(),
+            after_version: h.after_version.clone(),
+            duration_ms: h.duration_ms,
+            detail: h.detail.clone(),
+        })
+        .collect()
+}

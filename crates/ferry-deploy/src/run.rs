@@ -917,18 +917,7 @@ pub(crate) async fn record_rollout(
             None => "deployment".to_string(),
         }),
         stopped: report.stopped,
-        hosts: report
-            .hosts
-            .iter()
-            .map(|h| ferry_promote::RolloutHostRecord {
-                name: h.name.clone(),
-                status: h.status.as_str().to_string(),
-                before_version: h.before_version.clone(),
-                after_version: h.after_version.clone(),
-                duration_ms: h.duration_ms,
-                detail: h.detail.clone(),
-            })
-            .collect(),
+        hosts: crate::rollout_host_records(report),
     };
     if let Err(e) = run.dep.promoter.record_rollout(&run.d.env, record).await {
         tracing::warn!(error = %e, "could not record the rollout in the release history");
