@@ -21,6 +21,7 @@ command -v docker-registry >/dev/null || [ -n "${FERRY_TEST_REGISTRY:-}" ] || ne
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v haproxy >/dev/null || [ -n "${FERRY_TEST_HAPROXY:-}" ] || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v git >/dev/null || need_apt+=(git)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ $root = 1 ]; then
     log "installing ${need_apt[*]}"

@@ -655,3 +655,58 @@ async fn rollback_after_a_good_deploy_restores_artifact_and_schema(db: TestDb) {
     assert_all_on(w.hosts.as_ref().unwrap(), V1);
     assert_eq!(snapshot(&w.db).await, before);
 }
+
+/// `[git] tag = true`: a successful deploy tags the commit ferry runs in with the release
+/// version and moves `live` (and `last_live` to where `live` was), through the real binary and
+/// the real `git`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_good_deploy_tags_the_commit_and_moves_live() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let Some(w) = world(db, 0, "[git]\ntag = true").await else {
+        return;
+    };
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=ferry-test",
+                "-c",
+                "user.email=t@example.invalid",
+            ])
+            .args(args)
+            .current_dir(w.p())
+            .output()
+            .expect("run git (apt-get install git)");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "release one"]);
+    let one = git(&["rev-parse", "HEAD"]);
+
+    let v1 = w.push(V1);
+    let d = w.deploy(&v1).expect_code(0).json();
+    assert_eq!(step(&d, "git")["status"], "succeeded", "{d}");
+    assert_eq!(git(&["rev-parse", &format!("{V1}^{{commit}}")]), one);
+    assert_eq!(git(&["rev-parse", "live^{commit}"]), one);
+
+    git(&["commit", "-q", "--allow-empty", "-m", "release two"]);
+    let two = git(&["rev-parse", "HEAD"]);
+    let v2 = w.push(V2);
+    let d = w.deploy(&v2).expect_code(0).json();
+    assert_eq!(step(&d, "git")["status"], "succeeded", "{d}");
+    assert_eq!(git(&["rev-parse", &format!("{V2}^{{commit}}")]), two);
+    assert_eq!(git(&["rev-parse", "live^{commit}"]), two);
+    assert_eq!(git(&["rev-parse", "last_live^{commit}"]), one);
+    assert_eq!(
+        git(&["rev-parse", &format!("{V1}^{{commit}}")]),
+        one,
+        "an earlier release's tag stays where it was"
+    );
+}
