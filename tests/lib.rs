@@ -7,3 +7,4 @@ pub use ferry_testkit::fleet;
 pub use ferry_testkit::haproxy;
 pub use ferry_testkit::registry;
 pub use ferry_testkit::s3;
+pub use ferry_testkit::traffic;

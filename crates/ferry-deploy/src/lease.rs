@@ -525,13 +525,63 @@ async fn renew_loop(inner: Arc<Inner>) {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = ferry_store::open(dir.path().to_str().unwrap(), &Default::default())
-            .await
-            .unwrap();
-        (dir, s)
+    /// What keeps a test's store alive: its directory, or its S3 server.
+    enum Keep {
+        Dir(#[allow(dead_code)] tempfile::TempDir),
+        S3(#[allow(dead_code)] ferry_testkit::s3::Server),
     }
+
+    /// Where the lock lives in a test: a directory, or a bucket on a real S3-compatible
+    /// server (moto, whose conditional PUT is atomic the way S3's is; s3s-fs 0.14 checks
+    /// `If-None-Match` before it streams the body, so two creates can both win there).
+    #[derive(Clone, Copy)]
+    enum Backend {
+        Dir,
+        S3,
+    }
+
+    /// `None` (loudly, failing under `CI=true`) when the S3 server is not installed.
+    async fn store(backend: Backend) -> Option<(Keep, Arc<dyn ObjectStore>)> {
+        match backend {
+            Backend::Dir => {
+                let dir = tempfile::tempdir().unwrap();
+                let s = ferry_store::open(dir.path().to_str().unwrap(), &Default::default())
+                    .await
+                    .unwrap();
+                Some((Keep::Dir(dir), s))
+            }
+            Backend::S3 => {
+                let server = ferry_testkit::s3::Server::start(ferry_testkit::s3::Kind::Moto)?;
+                server.create_bucket("ferry").await;
+                let s = server.store("ferry/central", None).await;
+                Some((Keep::S3(server), s))
+            }
+        }
+    }
+
+    /// One `#[tokio::test]` per backend for each `async fn(Backend)`.
+    macro_rules! on_every_store {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn dir() {
+                    super::$name(super::Backend::Dir).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn s3() {
+                    super::$name(super::Backend::S3).await
+                }
+            }
+        )*};
+    }
+
+    on_every_store!(
+        a_live_lock_refuses_and_a_released_one_is_free,
+        renewals_keep_a_short_lease_alive_and_expiry_makes_it_stale,
+        a_holder_whose_process_is_gone_is_stale_at_once,
+        of_many_concurrent_takers_exactly_one_wins,
+        a_stale_view_that_recreates_a_pruned_generation_loses,
+    );
 
     fn holder(actor: &str) -> Holder {
         Holder::this_process(actor, "deploy")
@@ -544,9 +594,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_live_lock_refuses_and_a_released_one_is_free() {
-        let (_d, s) = store().await;
+    async fn a_live_lock_refuses_and_a_released_one_is_free(backend: Backend) {
+        let Some((_keep, s)) = store(backend).await else {
+            return;
+        };
         let Acquired::Taken { lease, took_over } =
             Lease::acquire(s.clone(), "dev", holder("a"), LeaseOptions::default())
                 .await
@@ -577,9 +628,10 @@ mod tests {
         lease.release().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn renewals_keep_a_short_lease_alive_and_expiry_makes_it_stale() {
-        let (_d, s) = store().await;
+    async fn renewals_keep_a_short_lease_alive_and_expiry_makes_it_stale(backend: Backend) {
+        let Some((_keep, s)) = store(backend).await else {
+            return;
+        };
         let Acquired::Taken { lease, .. } = Lease::acquire(s.clone(), "dev", holder("a"), short())
             .await
             .unwrap()
@@ -624,9 +676,10 @@ mod tests {
         taken.release().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_holder_whose_process_is_gone_is_stale_at_once() {
-        let (_d, s) = store().await;
+    async fn a_holder_whose_process_is_gone_is_stale_at_once(backend: Backend) {
+        let Some((_keep, s)) = store(backend).await else {
+            return;
+        };
         // A real process that has exited: its pid is free.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
@@ -659,9 +712,10 @@ mod tests {
         lease.release().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn of_many_concurrent_takers_exactly_one_wins() {
-        let (_d, s) = store().await;
+    async fn of_many_concurrent_takers_exactly_one_wins(backend: Backend) {
+        let Some((_keep, s)) = store(backend).await else {
+            return;
+        };
         let mut tasks = Vec::new();
         for i in 0..8 {
             let s = s.clone();
@@ -683,9 +737,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_stale_view_that_recreates_a_pruned_generation_loses() {
-        let (_d, s) = store().await;
+    async fn a_stale_view_that_recreates_a_pruned_generation_loses(backend: Backend) {
+        let Some((_keep, s)) = store(backend).await else {
+            return;
+        };
         let Acquired::Taken { lease, .. } =
             Lease::acquire(s.clone(), "dev", holder("a"), LeaseOptions::default())
                 .await

@@ -11,6 +11,8 @@
 //!   that restarts them with a new version, for rollouts.
 //! - [`haproxy`]: a real HAProxy in front of a fleet, with its Runtime API on a unix socket and
 //!   a TCP port.
+//! - [`traffic`]: clients sending requests through a load balancer for the whole of a rollout,
+//!   keeping every failed request.
 //!
 //! Contract: a test whose server cannot be reached fails under `CI=true` with a message saying
 //! how to start or install it; elsewhere it prints `SKIPPED (no server)` and returns. It never
@@ -25,3 +27,4 @@ pub mod haproxy;
 pub mod registry;
 pub mod s3;
 mod server;
+pub mod traffic;

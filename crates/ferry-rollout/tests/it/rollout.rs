@@ -1,7 +1,5 @@
 //! `ferry_rollout::rollout` over real hosts, behind a real HAProxy or with drain commands.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_rollout::{
@@ -9,6 +7,7 @@ use ferry_rollout::{
 };
 use ferry_testkit::fleet::Fleet;
 use ferry_testkit::haproxy::Haproxy;
+use ferry_testkit::traffic::Traffic;
 
 use crate::{NEW, OLD, Recorder, fleet_config, target};
 
@@ -35,65 +34,6 @@ fn detail_of(r: &RolloutReport, host: &str) -> String {
         .detail
         .clone()
         .unwrap_or_default()
-}
-
-/// Requests through HAProxy until stopped: (ok, failed, first failures).
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(url: String, clients: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, ok, failed, http, url) = (
-                    stop.clone(),
-                    ok.clone(),
-                    failed.clone(),
-                    http.clone(),
-                    url.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        match http.get(&url).send().await {
-                            Ok(r) if r.status() == 200 => {
-                                let _ = r.text().await;
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => failed.lock().unwrap().push(format!("HTTP {}", r.status())),
-                            Err(e) => failed.lock().unwrap().push(e.to_string()),
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                })
-            })
-            .collect();
-        Traffic {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let failed = self.failed.lock().unwrap().clone();
-        (self.ok.load(Ordering::Relaxed), failed)
-    }
 }
 
 fn lb_keys(fleet: &Fleet, haproxy: &Haproxy, extra: &str) -> String {
