@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_e2e::fleet::Fleet;
+use ferry_e2e::haproxy::Haproxy;
+use ferry_e2e::traffic::Traffic;
 use ferry_e2e::{Kind, Outcome, TestDb};
 use serde_json::Value;
 
@@ -39,6 +41,8 @@ struct World {
     db: TestDb,
     hosts: Option<Fleet>,
     extra: String,
+    /// The body of `[store]`: a directory unless a test says otherwise.
+    store: String,
 }
 
 impl World {
@@ -50,18 +54,25 @@ impl World {
     fn write_config(&self) {
         let p = self.p();
         let mut t = format!(
-            "[migrations]\ndir = \"migrations\"\n[store]\nurl = \"file://{0}/store\"\n\
+            "[migrations]\ndir = \"migrations\"\n[store]\n{4}\n\
              [env.dev]\ndatabase_url = \"{1}\"\nartifacts = \"file://{0}/envs/dev\"\n{2}\n{3}\n",
             p.display(),
             self.db.url,
             self.hosts
                 .as_ref()
                 .map(|h| format!(
-                    "deploy_command = \"{}\"\nsettle_seconds = 0\nhealth_timeout_seconds = 2\n",
-                    h.deploy_command()
+                    "deploy_command = \"{}\"\n{}health_timeout_seconds = 2\n",
+                    h.deploy_command(),
+                    // A test that needs the hosts to settle says how long.
+                    if self.extra.contains("settle_seconds") {
+                        ""
+                    } else {
+                        "settle_seconds = 0\n"
+                    }
                 ))
                 .unwrap_or_default(),
-            self.extra
+            self.extra,
+            self.store,
         );
         if let Some(h) = &self.hosts {
             t.push_str(&h.hosts_toml("dev"));
@@ -127,10 +138,12 @@ async fn world(db: TestDb, hosts: usize, extra: &str) -> Option<World> {
         0 => None,
         n => Some(Fleet::start(n, "0.0.0")?),
     };
+    let store = format!("url = \"file://{}/store\"", db.path().display());
     let w = World {
         db,
         hosts,
         extra: extra.to_string(),
+        store,
     };
     w.migration(20240101000001, "create_items", M1.0, M1.1);
     w.write_config();
@@ -546,8 +559,69 @@ async fn a_second_deploy_is_refused_naming_the_holder(db: TestDb) {
     let Some(w) = world(db, 0, &gated_hook(&dir)).await else {
         return;
     };
+    second_deploy_is_refused(&w).await;
+}
+
+/// The deploy lock as a lease in a central store on S3 (moto, whose conditional PUT is as
+/// atomic as S3's): the deploy records and the lock live in the bucket, and a second deploy
+/// while one runs is refused naming the holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_an_s3_store_a_second_deploy_is_refused_naming_the_holder() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let Some(server) = ferry_e2e::s3::Server::start(ferry_e2e::s3::Kind::Moto) else {
+        return;
+    };
+    server.create_bucket("ferry").await;
+    let dir: PathBuf = db.path().to_path_buf();
+    let Some(mut w) = world(db, 0, &gated_hook(&dir)).await else {
+        return;
+    };
+    w.store = format!(
+        "url = \"s3://ferry/central\"\nendpoint = \"{}\"\nregion = \"{}\"",
+        server.endpoint(),
+        server.options(None).region.unwrap()
+    );
+    w.write_config();
+    second_deploy_is_refused(&w).await;
+    // The lock and the deployment records are objects in the bucket, and the lock is free.
+    let listed = server
+        .client()
+        .list_objects_v2()
+        .bucket("ferry")
+        .prefix("central/deploys/dev/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("central/deploys/dev/lock/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.len() >= 3,
+        "the lock and two deployment records: {keys:?}"
+    );
+    assert!(
+        !dir.join("store").exists(),
+        "the deploy wrote to the local directory instead of S3"
+    );
+    let st = w
+        .ferry(&["deploy", "status", "--env", "dev"])
+        .expect_code(0)
+        .json();
+    assert_eq!(st["lock"]["state"], "free", "{st}");
+    assert_eq!(st["deploys"][0]["status"], "succeeded", "{st}");
+}
+
+/// Release 1 goes live; then a deploy of release 2 holds the lock (waiting in its
+/// `pre_deploy` hook) while a second one is refused naming it and records nothing.
+async fn second_deploy_is_refused(w: &World) {
+    let dir = w.p().to_path_buf();
     std::fs::write(dir.join("go"), "").unwrap();
-    first_release(&w).await;
+    first_release(w).await;
     std::fs::remove_file(dir.join("go")).unwrap();
     let _ = std::fs::remove_file(dir.join("started"));
     let v2 = w.push(V2);
@@ -709,4 +783,106 @@ async fn a_good_deploy_tags_the_commit_and_moves_live() {
         one,
         "an earlier release's tag stays where it was"
     );
+}
+
+/// `ferry deploy` with the load balancer section: 4 hosts behind a real HAProxy in batches of
+/// 2, a client sending requests through it the whole time. A release with a migration goes
+/// live with no failed request; a release that turns a host unhealthy rolls back (hosts,
+/// artifact, migration) with no failed request either, and every host is back in traffic on
+/// the previous release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_haproxy_a_deploy_and_its_rollback_fail_no_request() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let Some(mut w) = world(
+        db,
+        4,
+        "batch_size = 2\nsettle_seconds = 0.6\ndrain_seconds = 10\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let Some(haproxy) = Haproxy::start(w.hosts.as_ref().unwrap(), "app") else {
+        return;
+    };
+    w.extra.push_str(&haproxy.load_balancer_toml("dev"));
+    w.write_config();
+    let hosts = w.hosts.as_ref().unwrap();
+    // A restarted host answers 503 for a moment; settle waits it out.
+    hosts.set_warmup_ms(200);
+    first_release(&w).await;
+
+    // Release 2 brings a migration and goes out under traffic.
+    w.migration(
+        20240102000001,
+        "add_price",
+        "ALTER TABLE items ADD COLUMN price INTEGER;",
+        "ALTER TABLE items DROP COLUMN price;",
+    );
+    let v2 = w.push(V2);
+    let traffic = Traffic::start(format!("{}/", haproxy.url()), 4);
+    let dir = w.p().to_path_buf();
+    let d = tokio::task::spawn_blocking(move || {
+        ferry_at(&dir, &["deploy", "--env", "dev", "--artifact", &v2])
+    })
+    .await
+    .unwrap()
+    .expect_code(0)
+    .json();
+    traffic.assert_none_failed("a good deploy", 20).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert_eq!(step(&d, "rollout")["status"], "succeeded", "{d}");
+    assert_all_on(hosts, V2);
+    for h in hosts.hosts() {
+        assert_eq!(haproxy.status(&h.name), "UP", "{} back in traffic", h.name);
+        assert_eq!(hosts.deploys(&h.name), [V1, V2], "{}", h.name);
+    }
+    assert_eq!(w.live_version(), V2);
+
+    // Release 3 migrates again and turns h3 unhealthy: the second batch halts and
+    // everything comes back, still under traffic.
+    let before = snapshot(&w.db).await;
+    w.migration(
+        20240103000001,
+        "add_stock",
+        "ALTER TABLE items ADD COLUMN stock INTEGER;",
+        "ALTER TABLE items DROP COLUMN stock;",
+    );
+    const V3: &str = "3.0.0";
+    hosts.break_on_deploy("h3", V3);
+    let v3 = w.push(V3);
+    let traffic = Traffic::start(format!("{}/", haproxy.url()), 4);
+    let dir = w.p().to_path_buf();
+    let d = tokio::task::spawn_blocking(move || {
+        ferry_at(&dir, &["deploy", "--env", "dev", "--artifact", &v3])
+    })
+    .await
+    .unwrap()
+    .expect_code(1)
+    .json();
+    traffic
+        .assert_none_failed("a deploy and its rollback", 20)
+        .await;
+    assert_eq!(d["status"], "rolled_back", "{d}");
+    assert_eq!(step(&d, "rollout")["status"], "failed", "{d}");
+    assert!(
+        step(&d, "rollout")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("h3"),
+        "{d}"
+    );
+    for s in ["rollout", "promote", "migrate"] {
+        assert_eq!(rollback_step(&d, s)["status"], "succeeded", "{s}: {d}");
+    }
+    // Every host that received release 3 got release 2 back, and is in traffic again.
+    assert_all_on(hosts, V2);
+    for h in hosts.hosts() {
+        assert_eq!(haproxy.status(&h.name), "UP", "{} back in traffic", h.name);
+        assert_eq!(hosts.deploys(&h.name), [V1, V2, V3, V2], "{}", h.name);
+    }
+    assert_eq!(w.live_version(), V2);
+    assert_eq!(snapshot(&w.db).await, before);
 }
