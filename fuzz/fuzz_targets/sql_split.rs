@@ -47,7 +47,10 @@ fn check(script: &str, engine: Engine) {
         // that ends outside any comment or quote (a token after it would be a statement), and
         // the end of its piece after it.
         let found = script[cursor..]
-            .match_indices(text.as_str())
+            // Every occurrence, overlapping ones included: `match_indices` skips a match
+            // that overlaps an earlier one, and the earlier one can be inside a comment.
+            .char_indices()
+            .filter(|(at, _)| script[cursor + at..].starts_with(text.as_str()))
             .find(|(at, _)| {
                 let at = cursor + at;
                 let gap = &script[cursor..at];
