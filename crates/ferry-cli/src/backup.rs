@@ -16,22 +16,24 @@ pub async fn run(
     let backups = Backups::new(open_store(&settings).await?);
     let progress = byte_progress(printer);
     match cmd {
-        BackupCommand::Create { label } => {
+        BackupCommand::Create { label, .. } => {
             let url = settings.require_database_url()?;
             let m = backups.create(url, label.as_deref(), &progress).await?;
             drop(progress);
             printer.emit(&m, |m| m.id.clone());
         }
-        BackupCommand::List => {
+        BackupCommand::List { .. } => {
             let list = backups.list().await?;
             let doc = serde_json::json!({ "backups": list });
             printer.emit(&doc, |_| list_text(&list));
         }
-        BackupCommand::Show { id } => {
+        BackupCommand::Show { id, .. } => {
             let m = backups.show(&id).await?;
             printer.emit(&m, manifest_text);
         }
-        BackupCommand::Verify { id, restore_check } => {
+        BackupCommand::Verify {
+            id, restore_check, ..
+        } => {
             let report = backups.verify(&id, &progress).await?;
             let check = if restore_check {
                 let url = settings.require_database_url()?;
@@ -64,7 +66,7 @@ pub async fn run(
                 s
             });
         }
-        BackupCommand::Restore { id, to, yes } => {
+        BackupCommand::Restore { id, to, yes, .. } => {
             let target = match &to {
                 Some(url) => DatabaseUrl::parse(url)?,
                 None => settings.require_database_url()?.clone(),
@@ -104,6 +106,7 @@ pub async fn run(
             keep_last,
             keep_within,
             yes,
+            ..
         } => {
             let keep_within = keep_within
                 .map(|text| {
@@ -137,7 +140,7 @@ pub async fn run(
                     s.push_str(&format!("{verb} leftover {key}\n"));
                 }
                 if r.dry_run && (!r.deleted.is_empty() || !r.leftovers.is_empty()) {
-                    s.push_str("nothing was deleted: pass --yes to delete\n");
+                    s.push_str("nothing was deleted: pass --delete to delete\n");
                 }
                 s
             });

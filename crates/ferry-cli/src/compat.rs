@@ -22,6 +22,7 @@ pub async fn run(
         strict,
         old_queries,
         parallel,
+        ..
     } = cmd;
     let settings = settings(global)?;
     let migrations = source::load_dir(&settings.migrations_dir).map_err(MigrateError::from)?;

@@ -78,7 +78,7 @@ pub async fn run(args: DeployArgs, global: &GlobalOpts, printer: &Printer) -> Re
     let settings = settings(global)?;
     let env = require_env(&settings)?;
     let deployer = deployer(&settings).await?;
-    if let Some(DeployCommand::Status { limit }) = args.command {
+    if let Some(DeployCommand::Status { limit, .. }) = args.command {
         let report = deployer.status(&env, limit).await?;
         printer.emit(&report, status_text);
         return Ok(exit::OK);

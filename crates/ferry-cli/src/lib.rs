@@ -226,11 +226,15 @@ fn migrate_code(e: &MigrateError) -> (u8, &'static str) {
 
 /// Entry point of the binary: parse, run, print the error once, return the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (args, moved) = opt::hoist_command_options(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
     init_tracing();
     let printer = Printer {
-        format: cli.global.output,
+        format: cli.top.output,
     };
+    for m in moved {
+        printer.warn(&m);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -292,22 +296,24 @@ fn init_tracing() {
 
 /// Runs one parsed command line; returns the exit code of a command that finished.
 pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
+    let global = cli.options();
     match cli.command {
-        Command::Migrate(cmd) => migrate::run(cmd, &cli.global, printer).await,
-        Command::Backup(cmd) => backup::run(cmd, &cli.global, printer).await,
-        Command::Compat(cmd) => compat::run(cmd, &cli.global, printer).await,
-        cmd @ (Command::Rollout { .. } | Command::Smoke) => {
-            rollout::run(cmd, &cli.global, printer).await
+        Command::Migrate(cmd) => migrate::run(cmd, &global, printer).await,
+        Command::Backup(cmd) => backup::run(cmd, &global, printer).await,
+        Command::Compat(cmd) => compat::run(cmd, &global, printer).await,
+        cmd @ (Command::Rollout { .. } | Command::Smoke { .. }) => {
+            rollout::run(cmd, &global, printer).await
         }
-        cmd @ (Command::Artifact(_) | Command::Promote { .. } | Command::Releases) => {
-            promote::run(cmd, &cli.global, printer).await
+        cmd @ (Command::Artifact(_) | Command::Promote { .. } | Command::Releases { .. }) => {
+            promote::run(cmd, &global, printer).await
         }
-        Command::Deploy(args) => deploy::run(args, &cli.global, printer).await,
+        Command::Deploy(args) => deploy::run(args, &global, printer).await,
         Command::Rollback {
             to,
             reason,
             restore_backup,
             yes,
+            ..
         } => {
             deploy::rollback(
                 deploy::RollbackArgs {
@@ -316,7 +322,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
                     restore_backup,
                     yes,
                 },
-                &cli.global,
+                &global,
                 printer,
             )
             .await

@@ -15,12 +15,12 @@ pub async fn run(
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let settings = settings(global)?;
-    if let MigrateCommand::New { name } = &cmd {
+    if let MigrateCommand::New { name, .. } = &cmd {
         return new(&settings, name, printer);
     }
     let migrator = migrator(&settings, &cmd)?;
 
-    if let MigrateCommand::Validate = cmd {
+    if let MigrateCommand::Validate { .. } = cmd {
         let mut driver = match &settings.database_url {
             Some(url) => Some(ferry_migrate::connect(url).await?),
             None => None,
@@ -100,7 +100,7 @@ async fn dispatch(
     printer: &Printer,
 ) -> Result<u8, CliError> {
     match cmd {
-        MigrateCommand::Status => {
+        MigrateCommand::Status { .. } => {
             let report = migrator.status(driver).await?;
             printer.emit(&report, |r| {
                 let rows: Vec<Vec<String>> = r
@@ -152,6 +152,7 @@ async fn dispatch(
             to,
             dry_run,
             yes,
+            ..
         } => {
             let target = match to {
                 Some(v) => DownTarget::To(v),
@@ -187,7 +188,7 @@ async fn dispatch(
             });
             Ok(exit::OK)
         }
-        MigrateCommand::Redo { yes } => {
+        MigrateCommand::Redo { yes, .. } => {
             if !yes && printer.can_ask() {
                 let plan = migrator
                     .down(driver, DownTarget::Steps(1), true, &ferry_migrate::Quiet)
@@ -213,7 +214,7 @@ async fn dispatch(
             });
             Ok(exit::OK)
         }
-        MigrateCommand::Repair => {
+        MigrateCommand::Repair { .. } => {
             let report = migrator.repair(driver).await?;
             printer.emit(&report, |r| {
                 if r.changes.is_empty() {
@@ -227,7 +228,7 @@ async fn dispatch(
             });
             Ok(exit::OK)
         }
-        MigrateCommand::Baseline { version, from } => {
+        MigrateCommand::Baseline { version, from, .. } => {
             let report = match (version, from) {
                 (Some(v), _) => migrator.baseline_version(driver, v).await?,
                 (None, Some(tool)) => migrator.baseline_from(driver, tool_of(tool)).await?,
@@ -252,7 +253,7 @@ async fn dispatch(
             });
             Ok(exit::OK)
         }
-        MigrateCommand::Validate | MigrateCommand::New { .. } => {
+        MigrateCommand::Validate { .. } | MigrateCommand::New { .. } => {
             unreachable!("handled before connecting")
         }
     }

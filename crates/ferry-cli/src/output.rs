@@ -40,6 +40,11 @@ impl Printer {
         }
     }
 
+    /// A warning: a sentence on stderr, in every mode (stdout stays one JSON document).
+    pub fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
     /// The sentence of an error whose result was already printed (a deploy report): stderr only.
     pub fn error_reported(&self, message: &str) {
         eprintln!("error: {message}");

@@ -29,6 +29,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
             path,
             name,
             version,
+            ..
         }) => {
             let report = promoter
                 .push(PushRequest {
@@ -47,7 +48,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
                 }
             });
         }
-        Command::Artifact(ArtifactCommand::Gc { keep, yes }) => {
+        Command::Artifact(ArtifactCommand::Gc { keep, yes, .. }) => {
             let report = promoter.gc(GcRequest::new(keep, !yes, now)).await?;
             printer.emit(&report, |r| {
                 let verb = if r.dry_run { "would remove" } else { "removed" };
@@ -68,7 +69,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
                     ));
                 }
                 if r.dry_run && !r.removed.is_empty() {
-                    s.push_str("nothing was removed: pass --yes to remove\n");
+                    s.push_str("nothing was removed: pass --delete to remove\n");
                 }
                 s
             });
@@ -78,6 +79,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
             to,
             reason,
             override_freeze,
+            ..
         } => {
             let report = promoter
                 .promote(PromoteRequest {
@@ -91,7 +93,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
                 .await?;
             printer.emit(&report, |r| report_text("promoted", r));
         }
-        Command::Releases => {
+        Command::Releases { .. } => {
             let env = require_env(&settings)?;
             let releases = promoter.releases(&env).await?;
             printer.emit(&releases, releases_text);
@@ -102,7 +104,7 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
         | Command::Rollback { .. }
         | Command::Deploy(_)
         | Command::Rollout { .. }
-        | Command::Smoke => {
+        | Command::Smoke { .. } => {
             unreachable!("dispatched elsewhere")
         }
     }

@@ -41,8 +41,9 @@ pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result
             artifact,
             dry_run,
             reason,
+            ..
         } => rollout(&settings, &env, fleet, artifact, dry_run, reason, printer).await,
-        Command::Smoke => smoke(&settings, &env, fleet, printer).await,
+        Command::Smoke { .. } => smoke(&settings, &env, fleet, printer).await,
         _ => unreachable!("dispatched elsewhere"),
     }
 }

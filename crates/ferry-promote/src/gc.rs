@@ -13,7 +13,7 @@ use crate::error::{PromoteError, Result};
 use crate::history::{self, History};
 use crate::location::ArtifactLocation;
 
-/// `ferry artifact gc --keep N [--yes]`.
+/// `ferry artifact gc --keep N [--delete]`.
 #[derive(Debug, Clone)]
 pub struct GcRequest {
     /// How many of each environment's newest releases keep their artifacts (at least 1).
