@@ -3,13 +3,14 @@
 use ferry_backup::{Backups, Manifest, PrunePolicy};
 use ferry_core::DatabaseUrl;
 
-use crate::opt::{BackupCommand, GlobalOpts};
+use crate::opt::BackupCommand;
 use crate::output::{Printer, byte_progress, table};
 use crate::{CliError, exit, open_store, settings};
+use ferry_core::Overrides;
 
 pub async fn run(
     cmd: BackupCommand,
-    global: &GlobalOpts,
+    global: &Overrides,
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let settings = settings(global)?;

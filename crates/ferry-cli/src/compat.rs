@@ -7,13 +7,14 @@ use ferry_compat::{CheckOptions, Report};
 use ferry_core::{CoreError, DatabaseUrl};
 use ferry_migrate::{MigrateError, source};
 
-use crate::opt::{CompatCommand, GlobalOpts};
+use crate::opt::CompatCommand;
 use crate::output::Printer;
 use crate::{CliError, exit, settings};
+use ferry_core::Overrides;
 
 pub async fn run(
     cmd: CompatCommand,
-    global: &GlobalOpts,
+    global: &Overrides,
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let CompatCommand::Check {

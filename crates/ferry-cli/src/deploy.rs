@@ -14,10 +14,11 @@ use ferry_deploy::{
 use ferry_migrate::{MigrateError, MigrateOptions, source};
 use ferry_promote::Promoter;
 
-use crate::opt::{DeployArgs, DeployCommand, GlobalOpts};
+use crate::opt::{DeployArgs, DeployCommand};
 use crate::output::{Printer, StepLines, table};
 use crate::promote::{report_text, require_env};
 use crate::{CliError, exit, open_store, settings, store_options};
+use ferry_core::Overrides;
 
 pub struct RollbackArgs {
     pub to: Option<String>,
@@ -74,7 +75,7 @@ fn env_target(
     })
 }
 
-pub async fn run(args: DeployArgs, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {
+pub async fn run(args: DeployArgs, global: &Overrides, printer: &Printer) -> Result<u8, CliError> {
     let settings = settings(global)?;
     let env = require_env(&settings)?;
     let deployer = deployer(&settings).await?;
@@ -260,7 +261,7 @@ fn crate_status(s: Status) -> String {
 
 pub async fn rollback(
     args: RollbackArgs,
-    global: &GlobalOpts,
+    global: &Overrides,
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let settings = settings(global)?;

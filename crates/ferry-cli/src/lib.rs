@@ -20,7 +20,7 @@ mod output;
 mod promote;
 mod rollout;
 
-use opt::{Cli, Command, GlobalOpts};
+use opt::{Cli, Command};
 use output::Printer;
 
 /// Exit codes, documented in README.md.
@@ -332,18 +332,8 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<u8, CliError> {
 
 /// Resolves settings from flags (already merged with their environment variables by clap),
 /// the config file and defaults.
-pub(crate) fn settings(global: &GlobalOpts) -> Result<Settings, CliError> {
-    let over = Overrides {
-        config: global.config.clone(),
-        env: global.env.clone(),
-        database_url: global.database_url.clone(),
-        migrations: global.migrations.clone(),
-        lock_timeout: global.lock_timeout.clone(),
-        ddl_lock_timeout: global.ddl_lock_timeout.clone(),
-        ddl_lock_retries: global.ddl_lock_retries,
-        store: global.store.clone(),
-    };
-    Ok(ferry_core::config::resolve(&over, &env::config_lookup)?)
+pub(crate) fn settings(over: &Overrides) -> Result<Settings, CliError> {
+    Ok(ferry_core::config::resolve(over, &env::config_lookup)?)
 }
 
 /// How to reach stores: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (environment) beats

@@ -5,13 +5,14 @@ use ferry_migrate::{
     DdlLock, DownTarget, Driver, MigrateError, MigrateOptions, Migrator, State, Step, Tool, source,
 };
 
-use crate::opt::{AdoptFrom, GlobalOpts, MigrateCommand};
+use crate::opt::{AdoptFrom, MigrateCommand};
 use crate::output::{Printer, table};
 use crate::{CliError, exit, settings};
+use ferry_core::Overrides;
 
 pub async fn run(
     cmd: MigrateCommand,
-    global: &GlobalOpts,
+    global: &Overrides,
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let settings = settings(global)?;

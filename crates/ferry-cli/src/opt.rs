@@ -84,22 +84,6 @@ pub struct StoreOpts {
     pub store: Option<String>,
 }
 
-/// Every option of one run: the top-level ones and those of the command's groups, gathered
-/// once after parsing ([`Cli::options`]). What a command has no group for stays `None`, so it
-/// comes from `ferry.toml` or the defaults.
-#[derive(Debug, Clone)]
-pub struct GlobalOpts {
-    pub config: Option<PathBuf>,
-    pub env: Option<String>,
-    pub database_url: Option<String>,
-    pub migrations: Option<PathBuf>,
-    pub lock_timeout: Option<String>,
-    pub ddl_lock_timeout: Option<String>,
-    pub ddl_lock_retries: Option<u32>,
-    pub store: Option<String>,
-    pub output: OutputFormat,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// Tables and sentences for people
@@ -494,11 +478,13 @@ struct Groups<'a> {
 }
 
 impl Cli {
-    /// Every option of this run, gathered from the top level and the command's groups.
-    pub fn options(&self) -> GlobalOpts {
+    /// What the command line says about the settings, gathered once from the top level and
+    /// the command's groups. What a command has no group for stays `None`, so it comes from
+    /// `ferry.toml` or the defaults.
+    pub fn options(&self) -> ferry_core::Overrides {
         let g = self.command.groups();
         let lock = g.lock.cloned().unwrap_or_default();
-        GlobalOpts {
+        ferry_core::Overrides {
             config: self.top.config.clone(),
             env: self.top.env.clone(),
             database_url: g.db.and_then(|d| d.database_url.clone()),
@@ -507,7 +493,6 @@ impl Cli {
             ddl_lock_timeout: lock.ddl_lock_timeout,
             ddl_lock_retries: lock.ddl_lock_retries,
             store: g.store.and_then(|s| s.store.clone()),
-            output: self.top.output,
         }
     }
 }

@@ -7,11 +7,12 @@ use ferry_promote::{
 };
 
 use crate::env::Environment;
-use crate::opt::{ArtifactCommand, Command, GlobalOpts};
+use crate::opt::{ArtifactCommand, Command};
 use crate::output::{Printer, table};
 use crate::{CliError, exit, open_store, settings, store_options};
+use ferry_core::Overrides;
 
-pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {
+pub async fn run(cmd: Command, global: &Overrides, printer: &Printer) -> Result<u8, CliError> {
     let settings = settings(global)?;
     let env = Environment::get();
     let promoter = Promoter::from_config(

@@ -15,12 +15,13 @@ use ferry_rollout::{
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::opt::{Command, GlobalOpts};
+use crate::opt::Command;
 use crate::output::{Printer, table};
 use crate::promote::require_env;
 use crate::{CliError, exit, exit_code, open_store, rollout_exit, settings, store_options};
+use ferry_core::Overrides;
 
-pub async fn run(cmd: Command, global: &GlobalOpts, printer: &Printer) -> Result<u8, CliError> {
+pub async fn run(cmd: Command, global: &Overrides, printer: &Printer) -> Result<u8, CliError> {
     let settings = settings(global)?;
     let env = require_env(&settings)?;
     let fleet = &settings
