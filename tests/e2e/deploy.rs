@@ -785,6 +785,25 @@ async fn a_good_deploy_tags_the_commit_and_moves_live() {
     );
 }
 
+/// `ferry deploy` of `reference` while 4 clients send requests through `haproxy` the whole
+/// time; panics naming them if any request failed.
+async fn deploy_under_traffic(
+    w: &World,
+    haproxy: &Haproxy,
+    reference: &str,
+    during: &str,
+) -> Outcome {
+    let traffic = Traffic::start(format!("{}/", haproxy.url()), 4);
+    let (dir, reference) = (w.p().to_path_buf(), reference.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        ferry_at(&dir, &["deploy", "--env", "dev", "--artifact", &reference])
+    })
+    .await
+    .unwrap();
+    traffic.assert_none_failed(during, 20).await;
+    out
+}
+
 /// `ferry deploy` with the load balancer section: 4 hosts behind a real HAProxy in batches of
 /// 2, a client sending requests through it the whole time. A release with a migration goes
 /// live with no failed request; a release that turns a host unhealthy rolls back (hosts,
@@ -822,16 +841,10 @@ async fn behind_haproxy_a_deploy_and_its_rollback_fail_no_request() {
         "ALTER TABLE items DROP COLUMN price;",
     );
     let v2 = w.push(V2);
-    let traffic = Traffic::start(format!("{}/", haproxy.url()), 4);
-    let dir = w.p().to_path_buf();
-    let d = tokio::task::spawn_blocking(move || {
-        ferry_at(&dir, &["deploy", "--env", "dev", "--artifact", &v2])
-    })
-    .await
-    .unwrap()
-    .expect_code(0)
-    .json();
-    traffic.assert_none_failed("a good deploy", 20).await;
+    let d = deploy_under_traffic(&w, &haproxy, &v2, "a good deploy")
+        .await
+        .expect_code(0)
+        .json();
     assert_eq!(d["status"], "succeeded", "{d}");
     assert_eq!(step(&d, "rollout")["status"], "succeeded", "{d}");
     assert_all_on(hosts, V2);
@@ -853,18 +866,10 @@ async fn behind_haproxy_a_deploy_and_its_rollback_fail_no_request() {
     const V3: &str = "3.0.0";
     hosts.break_on_deploy("h3", V3);
     let v3 = w.push(V3);
-    let traffic = Traffic::start(format!("{}/", haproxy.url()), 4);
-    let dir = w.p().to_path_buf();
-    let d = tokio::task::spawn_blocking(move || {
-        ferry_at(&dir, &["deploy", "--env", "dev", "--artifact", &v3])
-    })
-    .await
-    .unwrap()
-    .expect_code(1)
-    .json();
-    traffic
-        .assert_none_failed("a deploy and its rollback", 20)
-        .await;
+    let d = deploy_under_traffic(&w, &haproxy, &v3, "a deploy and its rollback")
+        .await
+        .expect_code(1)
+        .json();
     assert_eq!(d["status"], "rolled_back", "{d}");
     assert_eq!(step(&d, "rollout")["status"], "failed", "{d}");
     assert!(
