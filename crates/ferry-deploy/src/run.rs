@@ -313,6 +313,31 @@ fn promote_request(req: &DeployRequest, env: &str) -> PromoteRequest {
     }
 }
 
+/// The optional hook `name` as its own step: `None` when it is not configured (the step is
+/// recorded as skipped); otherwise the step is begun, the hook run, and its outcome returned
+/// for the caller to end the step with.
+async fn hook_step(
+    run: &mut Run<'_>,
+    name: &str,
+    cmd: Option<&str>,
+) -> Result<Option<hooks::HookOutcome>> {
+    let Some(cmd) = cmd else {
+        run.skip(name, format!("no {name} hook")).await?;
+        return Ok(None);
+    };
+    run.begin(name).await?;
+    let t = run.t;
+    Ok(Some(
+        hooks::run(
+            cmd,
+            &t.work_dir,
+            &release_vars(&run.d),
+            t.deploy.hook_timeout(),
+        )
+        .await,
+    ))
+}
+
 fn release_vars(d: &Deployment) -> Vec<(&'static str, String)> {
     vec![
         ("FERRY_ENV", d.env.clone()),
@@ -442,15 +467,7 @@ pub(crate) async fn deploy(
     run.end((StepStatus::Succeeded, gate)).await;
 
     // 2. pre_deploy
-    if let Some(cmd) = t.deploy.pre_deploy.clone() {
-        run.begin("pre_deploy").await?;
-        let out = hooks::run(
-            &cmd,
-            &t.work_dir,
-            &release_vars(&run.d),
-            t.deploy.hook_timeout(),
-        )
-        .await;
+    if let Some(out) = hook_step(&mut run, "pre_deploy", t.deploy.pre_deploy.as_deref()).await? {
         if !out.ok {
             run.end((StepStatus::Refused, out.detail.clone())).await;
             return Ok(run
@@ -464,8 +481,6 @@ pub(crate) async fn deploy(
                 .await);
         }
         run.end((StepStatus::Succeeded, out.detail)).await;
-    } else {
-        run.skip("pre_deploy", "no pre_deploy hook").await?;
     }
 
     // 3. compat
@@ -813,23 +828,13 @@ async fn after_migrate(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployme
             return Ok(roll_back(run, req, format!("smoke failed: {detail}")).await);
         }
     }
-    if let Some(cmd) = t.deploy.post_deploy.clone() {
-        run.begin("post_deploy").await?;
-        let out = hooks::run(
-            &cmd,
-            &t.work_dir,
-            &release_vars(&run.d),
-            t.deploy.hook_timeout(),
-        )
-        .await;
+    if let Some(out) = hook_step(&mut run, "post_deploy", t.deploy.post_deploy.as_deref()).await? {
         if out.ok {
             run.end((StepStatus::Succeeded, out.detail)).await;
         } else {
             run.end((StepStatus::Failed, out.detail.clone())).await;
             return Ok(roll_back(run, req, format!("post_deploy failed: {}", out.detail)).await);
         }
-    } else {
-        run.skip("post_deploy", "no post_deploy hook").await?;
     }
 
     // git: the release is live whatever happens here.
