@@ -131,6 +131,86 @@ async fn common_cases(engine: Engine, url: &DatabaseUrl) {
 async fn sqlite_shadow_proves_roundtrips() {
     let (_db, url) = server(Kind::Sqlite).await.expect("sqlite needs no server");
     common_cases(Engine::Sqlite, &url).await;
+    each_pair_on_its_own(Engine::Sqlite, &url).await;
+}
+
+/// Each pair is proven right after its own up, so one bad down hides no other verdict: five
+/// migrations with an inexact down, an irreversible one and a down that fails on the database
+/// in the middle, and every one gets its own verdict. On PostgreSQL and SQLite the failed down
+/// is rolled back and the proof goes on in the same database; MySQL cannot roll it back, so the
+/// proof goes on in a new one (and says so).
+async fn each_pair_on_its_own(engine: Engine, url: &DatabaseUrl) {
+    let drop_index = if engine == Engine::MySql {
+        "DROP INDEX users_email_idx ON users;"
+    } else {
+        "DROP INDEX users_email_idx;"
+    };
+    let r = run(
+        engine,
+        url,
+        vec![
+            m(
+                2,
+                "forgets_index",
+                "CREATE INDEX users_age_idx ON users (age);",
+                Some("SELECT 1;"),
+            ),
+            m(3, "irreversible", "CREATE TABLE a (id INTEGER PRIMARY KEY);", None),
+            m(
+                4,
+                "bad_down",
+                "CREATE TABLE b (id INTEGER PRIMARY KEY);",
+                Some("DROP TABLE no_such_table;"),
+            ),
+            m(
+                5,
+                "good",
+                "ALTER TABLE users ADD COLUMN nick VARCHAR(20);",
+                Some("ALTER TABLE users DROP COLUMN nick;"),
+            ),
+            m(
+                6,
+                "good_index",
+                "CREATE INDEX users_email_idx ON users (email);",
+                Some(drop_index),
+            ),
+        ],
+    )
+    .await;
+    let rt: Vec<_> = r.migrations.iter().map(|m| &m.roundtrip).collect();
+    assert_eq!(rt.len(), 5, "{r:#?}");
+    assert_eq!(rt[0].ok, Some(false), "{r:#?}");
+    assert!(
+        rt[0]
+            .differences
+            .iter()
+            .any(|d| d.contains("users_age_idx") && d.contains("still exists")),
+        "{r:#?}"
+    );
+    assert_eq!(rt[1].ok, Some(false));
+    assert!(rt[1].differences[0].contains("irreversible"), "{r:#?}");
+    assert_eq!(rt[2].ok, Some(false), "{r:#?}");
+    let failed = &rt[2].differences[0];
+    assert!(
+        failed.contains("the down script fails") && failed.to_lowercase().contains("no_such_table"),
+        "the database's own error: {failed}"
+    );
+    assert_eq!(
+        failed.contains("new shadow database"),
+        engine == Engine::MySql,
+        "only MySQL cannot roll a failed down back: {failed}"
+    );
+    assert_eq!(rt[3].ok, Some(true), "{r:#?}");
+    assert_eq!(rt[4].ok, Some(true), "{r:#?}");
+    for m in &r.migrations[3..] {
+        assert!(m.compatible, "{r:#?}");
+    }
+    assert!(
+        r.migrations
+            .iter()
+            .all(|m| m.findings.iter().all(|f| f.rule != Rule::ShadowApplyFailed)),
+        "{r:#?}"
+    );
 }
 
 /// On PostgreSQL the snapshot after a table, view or index statement re-reads only the
@@ -239,6 +319,7 @@ async fn postgres_shadow_proves_roundtrips_and_finds_what_the_parser_cannot_see(
         return;
     };
     common_cases(Engine::Postgres, &url).await;
+    each_pair_on_its_own(Engine::Postgres, &url).await;
 
     // A down that forgets a default and a type.
     let r = run(
@@ -316,6 +397,7 @@ async fn mysql_shadow_proves_roundtrips_and_sees_modify_drop_a_default() {
         return;
     };
     common_cases(Engine::MySql, &url).await;
+    each_pair_on_its_own(Engine::MySql, &url).await;
 
     let r = run(
         Engine::MySql,
