@@ -310,3 +310,102 @@ fn old_queries_without_any_database_say_what_to_pass() {
         "{out:?}"
     );
 }
+
+/// A loose file beside diesel's migration folders is a warning that names it (stderr, and
+/// `warnings` in JSON) for `migrate status`, `migrate up` and `compat check`; the same file
+/// beside native `.up.sql` files is still refused (exit 2).
+#[tokio::test]
+async fn a_loose_file_beside_diesel_folders_is_a_warning_not_a_refusal() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let p = db.path();
+    let m = p.join("diesel");
+    for (dir, up, down) in [
+        (
+            "2024-01-01-120000_create_users",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);",
+            "DROP TABLE users;",
+        ),
+        (
+            "2024-01-02-120000_add_name",
+            "ALTER TABLE users ADD COLUMN name TEXT;",
+            "ALTER TABLE users DROP COLUMN name;",
+        ),
+    ] {
+        std::fs::create_dir_all(m.join(dir)).unwrap();
+        std::fs::write(m.join(dir).join("up.sql"), up).unwrap();
+        std::fs::write(m.join(dir).join("down.sql"), down).unwrap();
+    }
+    std::fs::write(
+        m.join("data_oauth_github.sql"),
+        "INSERT INTO oauth_apps (name) VALUES ('github');\n",
+    )
+    .unwrap();
+    let m = m.to_str().unwrap();
+    let go = |rest: &[&str], dir: &str| {
+        let mut a: Vec<&str> = rest.to_vec();
+        a.extend(["--database-url", db.url.as_str(), "--migrations", dir]);
+        run(p, &a)
+    };
+    let json = ["--output", "json"];
+    for cmd in [
+        &["migrate", "status"][..],
+        &["migrate", "up", "--to", "20240101120000"],
+        &["compat", "check"],
+    ] {
+        let out = go(&[cmd, &json[..]].concat(), m).expect_code(0);
+        assert!(
+            out.stderr.contains("warning:") && out.stderr.contains("data_oauth_github.sql"),
+            "{cmd:?}: {}",
+            out.stderr
+        );
+        let doc = out.json();
+        let warnings = doc["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{doc}"));
+        assert_eq!(warnings.len(), 1, "{cmd:?}: {doc}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("data_oauth_github.sql"),
+            "{doc}"
+        );
+    }
+    // Human output: the warning on stderr, the result on stdout.
+    let out = go(&["migrate", "status"], m).expect_code(0);
+    assert!(
+        out.stderr.contains("data_oauth_github.sql"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("data_oauth_github.sql"),
+        "{}",
+        out.stdout
+    );
+    // Without a loose file the list is there, and empty.
+    std::fs::remove_file(p.join("diesel/data_oauth_github.sql")).unwrap();
+    let doc = go(&["migrate", "status", "--output", "json"], m)
+        .expect_code(0)
+        .json();
+    assert_eq!(doc["warnings"], serde_json::json!([]), "{doc}");
+
+    // In a native directory the same file is a misnamed migration: refused.
+    write_migration(
+        p,
+        1,
+        "users",
+        "CREATE TABLE t (id INTEGER);",
+        "DROP TABLE t;",
+    );
+    std::fs::write(p.join("migrations/data_oauth_github.sql"), "SELECT 1;\n").unwrap();
+    let native = p.join("migrations");
+    let out = go(&["migrate", "status"], native.to_str().unwrap()).expect_code(2);
+    assert!(
+        out.stderr.contains("data_oauth_github.sql"),
+        "{}",
+        out.stderr
+    );
+}

@@ -5,10 +5,9 @@
 
 use ferry_compat::{CheckOptions, Report};
 use ferry_core::{CoreError, DatabaseUrl};
-use ferry_migrate::{MigrateError, source};
 
 use crate::opt::{CompatCommand, GlobalOpts};
-use crate::output::Printer;
+use crate::output::{Printer, Warned};
 use crate::{CliError, exit, settings};
 
 pub async fn run(
@@ -24,7 +23,7 @@ pub async fn run(
         parallel,
     } = cmd;
     let settings = settings(global)?;
-    let migrations = source::load_dir(&settings.migrations_dir).map_err(MigrateError::from)?;
+    let (migrations, warnings) = crate::migrate::load(&settings.migrations_dir, printer)?;
     let shadow = match shadow_url {
         Some(url) => Some(DatabaseUrl::parse(&url)?),
         None => settings.database_url.clone(),
@@ -70,7 +69,11 @@ pub async fn run(
         parallel,
     };
     let report = ferry_compat::check(&migrations, base, &options).await?;
-    printer.emit(&report, |r| report_text(r, base));
+    let warned = Warned {
+        result: &report,
+        warnings: &warnings,
+    };
+    printer.emit(&warned, |w| report_text(w.result, base));
     Ok(if report.compatible {
         exit::OK
     } else {

@@ -795,7 +795,12 @@ impl Migrator {
         let elapsed = started.elapsed();
         tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "applied");
         observer.finished(&label, Direction::Up, elapsed);
-        Ok(Some(step(m.version, &m.name, elapsed.as_millis() as u64, None)))
+        Ok(Some(step(
+            m.version,
+            &m.name,
+            elapsed.as_millis() as u64,
+            None,
+        )))
     }
 
     async fn revert_all(
@@ -807,7 +812,10 @@ impl Migrator {
     ) -> Result<Vec<Step>> {
         let mut done = Vec::with_capacity(plan.len());
         for (i, h) in plan.iter().enumerate() {
-            let Some(step) = self.revert_one(driver, h, observer, (i, plan.len())).await? else {
+            let Some(step) = self
+                .revert_one(driver, h, observer, (i, plan.len()))
+                .await?
+            else {
                 continue;
             };
             done.push(step);
@@ -847,7 +855,12 @@ impl Migrator {
         let elapsed = started.elapsed();
         tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "reverted");
         observer.finished(&label, Direction::Down, elapsed);
-        Ok(Some(step(h.version, &h.name, elapsed.as_millis() as u64, None)))
+        Ok(Some(step(
+            h.version,
+            &h.name,
+            elapsed.as_millis() as u64,
+            None,
+        )))
     }
 }
 

@@ -1,7 +1,6 @@
 //! Pure comparisons of catalog snapshots: what differs, what of it the previous version relied
 //! on, what a down left different, and which migration built what a replay got wrong. No I/O.
 
-
 use super::Snapshot;
 use crate::Finding;
 use crate::rules::Rule;

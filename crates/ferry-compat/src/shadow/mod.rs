@@ -143,7 +143,10 @@ enum Ended {
 impl Part<'_> {
     /// Proves the new migrations `range` (indexes among those above the base): in one shadow
     /// database while every state stays usable, else in a new one from where the last stopped.
-    async fn prove(self, range: std::ops::Range<usize>) -> Result<BTreeMap<i64, Proof>, CompatError> {
+    async fn prove(
+        self,
+        range: std::ops::Range<usize>,
+    ) -> Result<BTreeMap<i64, Proof>, CompatError> {
         let mut proofs = BTreeMap::new();
         let mut start = range.start;
         while start < range.end {

@@ -155,7 +155,12 @@ async fn each_pair_on_its_own(engine: Engine, url: &DatabaseUrl) {
                 "CREATE INDEX users_age_idx ON users (age);",
                 Some("SELECT 1;"),
             ),
-            m(3, "irreversible", "CREATE TABLE a (id INTEGER PRIMARY KEY);", None),
+            m(
+                3,
+                "irreversible",
+                "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+                None,
+            ),
             m(
                 4,
                 "bad_down",
