@@ -409,3 +409,85 @@ async fn a_loose_file_beside_diesel_folders_is_a_warning_not_a_refusal() {
         out.stderr
     );
 }
+
+/// `compat check` keeps a base (SQLite: a file in the temporary directory, here one of the
+/// test's own) that the next check copies, `--no-keep-base` keeps nothing, and `compat clean`
+/// removes every kept base, with its JSON result.
+#[tokio::test]
+async fn compat_clean_removes_the_kept_bases() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let p = db.path();
+    let tmp = p.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bases = tmp.join("ferry-compat-bases");
+    write_migration(
+        p,
+        1,
+        "users",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);",
+        "DROP TABLE users;",
+    );
+    write_migration(
+        p,
+        2,
+        "add_name",
+        "ALTER TABLE users ADD COLUMN name TEXT;",
+        "ALTER TABLE users DROP COLUMN name;",
+    );
+    let go = |rest: &[&str]| {
+        let mut a: Vec<&str> = rest.to_vec();
+        a.extend(["--database-url", db.url.as_str(), "--output", "json"]);
+        let out = ferry_e2e::ferry(p)
+            .env("TMPDIR", &tmp)
+            .args(&a)
+            .output()
+            .unwrap();
+        ferry_e2e::Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let kept = || -> Vec<String> {
+        std::fs::read_dir(&bases)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let no_base = go(&["compat", "check", "--from", "1", "--no-keep-base"]).expect_code(0);
+    assert_eq!(no_base.json()["migrations"][0]["roundtrip"]["ok"], true);
+    assert!(
+        kept().is_empty(),
+        "--no-keep-base keeps nothing: {:?}",
+        kept()
+    );
+    for _ in 0..2 {
+        let ok = go(&["compat", "check", "--from", "1"])
+            .expect_code(0)
+            .json();
+        assert_eq!(ok["migrations"][0]["roundtrip"]["ok"], true, "{ok}");
+        let files = kept();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(
+            files[0].starts_with("ferry_base_") && files[0].ends_with(".db"),
+            "{files:?}"
+        );
+    }
+    let cleaned = go(&["compat", "clean"]).expect_code(0).json();
+    assert_eq!(cleaned["removed"].as_array().unwrap().len(), 1, "{cleaned}");
+    assert!(
+        cleaned["server"]
+            .as_str()
+            .unwrap()
+            .contains("ferry-compat-bases"),
+        "{cleaned}"
+    );
+    assert!(kept().is_empty());
+    let again = go(&["compat", "clean"]).expect_code(0).json();
+    assert_eq!(again["removed"], serde_json::json!([]), "{again}");
+}

@@ -16,6 +16,7 @@
 //! first prepare run at once on their own connections, and the connection that created the
 //! database drops it.
 
+pub mod base;
 mod database;
 mod diff;
 mod inspector;
@@ -102,12 +103,16 @@ pub async fn prove(
     server: &DatabaseUrl,
     old_queries: &[OldQuery],
     parallel: Option<usize>,
+    kept: Option<&base::KeptBase>,
 ) -> Result<BTreeMap<i64, Proof>, CompatError> {
     let base = base_version.unwrap_or(0);
     let new = migrations.iter().filter(|m| m.version > base).count();
+    let bases = base::Bases::new(server, kept, migrations, base_version);
+    let bases = bases.as_ref();
     let parts = split(new, parallel).into_iter().map(|range| {
         let proof = Part {
             server,
+            bases,
             migrations,
             base_version,
             old_queries,
@@ -125,6 +130,8 @@ pub async fn prove(
 #[derive(Clone, Copy)]
 struct Part<'a> {
     server: &'a DatabaseUrl,
+    /// Copies of a kept base instead of applying the base in each shadow database.
+    bases: Option<&'a base::Bases<'a>>,
     migrations: &'a [Migration],
     base_version: Option<i64>,
     old_queries: &'a [OldQuery],
@@ -150,7 +157,10 @@ impl Part<'_> {
         let mut proofs = BTreeMap::new();
         let mut start = range.start;
         while start < range.end {
-            let shadow = Shadow::create(self.server).await?;
+            let shadow = match self.bases {
+                Some(bases) => bases.shadow().await?,
+                None => Shadow::create(self.server).await?,
+            };
             let ended = self.session(&shadow, start..range.end, &mut proofs).await;
             shadow.destroy().await;
             match ended? {
