@@ -26,8 +26,19 @@
 # creates and drops (compare with a second cluster on another file system: FERRY_BENCH_PG).
 # Results go to stdout and to benches/results/compat-<UTC date-time>.json.
 #
+#   history    (issue 15) the example's migrations + BASE tables + N generated migrations as the
+#              deployed history, and NEW=3 generated migrations being checked. Each round: a
+#              cold check (`ferry compat clean` first, so the check builds its kept base) against
+#              a plain `migrate up` of the whole set into an empty database (target: at most
+#              3x); a warm check (copying the base the cold one kept) against a `migrate up` of
+#              the NEW migrations on a database already at the base, with one CREATE DATABASE
+#              … TEMPLATE of a database at the base timed beside it (the floor under a warm
+#              check; target: check <= 3x the up of the new plus that floor). Figures also go to
+#              benches/results/compat-history-<UTC date-time>.json.
 # Environment (all optional):
-#   N=300                  generated migrations to check
+#   SETS="history generated example"   which sets to measure
+#   NEW=3                  new migrations above the history (history set)
+#   N=300                  generated migrations to check (history set: deployed)
 #   BASE=20                generated tables already deployed (the old queries use them)
 #   RUNS=3                 rounds (one timed run of each contender per round)
 #   FERRY_BENCH_PG=postgres://postgres@127.0.0.1:5432
@@ -44,6 +55,8 @@ set -euo pipefail
 N="${N:-300}"
 BASE="${BASE:-20}"
 RUNS="${RUNS:-3}"
+NEW="${NEW:-3}"
+SETS="${SETS:-history generated example}"
 PG_INPUT="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,7 +75,8 @@ command -v jq >/dev/null || die "jq not found (needed to verify the check's repo
 # --- scratch space and cleanup --------------------------------------------------------------
 DB="ferry_bench_compat_$$"
 PROBE="ferry_bench_probe_$$"
-pg_start ferry-bench-compat "$DB" "$PROBE"
+TEMPLATE="ferry_bench_template_$$"
+pg_start ferry-bench-compat "$DB" "$PROBE" "$TEMPLATE"
 
 # --- 1. the migration sets and the old queries ----------------------------------------------
 GEN="$WORK/generated"
@@ -73,9 +87,11 @@ cp "$ROOT"/migrations/*.sql "$EXAMPLE"/
 EXAMPLE_FIRST="$(find "$ROOT/migrations" -name '*.up.sql' -printf '%f\n' | sort | head -n1 | cut -d_ -f1)"
 EXAMPLE_COUNT="$(find "$ROOT/migrations" -name '*.up.sql' | wc -l)"
 
-log "generating $BASE deployed + $N new paired migrations in $GEN"
+# generate DIR N QUERIES: BASE deployed + N paired migrations in DIR (beside the example's),
+# the old queries in QUERIES, and the last deployed version in DIR/.base.
+generate() {
 # Versions after the example's (2024...): 30000000000001, ... One awk writes every file.
-awk -v n="$N" -v b="$BASE" -v dir="$GEN" -v q="$WORK/generated-queries.sql" 'BEGIN {
+awk -v n="$2" -v b="$BASE" -v dir="$1" -v q="$3" 'BEGIN {
   v0 = 30000000000000
   for (i = 1; i <= b; i++) {
     f = sprintf("%s/%d_base_%d", dir, v0 + i, i)
@@ -122,10 +138,24 @@ awk -v n="$N" -v b="$BASE" -v dir="$GEN" -v q="$WORK/generated-queries.sql" 'BEG
     printf "%s", down > (f ".down.sql"); close(f ".down.sql")
   }
 }'
+}
+log "generating $BASE deployed + $N new paired migrations in $GEN"
+generate "$GEN" "$N" "$WORK/generated-queries.sql"
 GEN_BASE="$(cat "$GEN/.base")"; rm "$GEN/.base"
 GEN_TOTAL="$(find "$GEN" -name '*.up.sql' | wc -l)"
 [[ "$GEN_TOTAL" -eq $((N + BASE + EXAMPLE_COUNT)) ]] || die "generation wrote the wrong number of files"
 GEN_QUERIES="$(grep -c ';' "$WORK/generated-queries.sql")"
+
+# The history set (issue 15): the same kinds of migrations, N of them deployed as history
+# (besides the example's and BASE tables), and NEW=3 more being checked.
+HIST="$WORK/history"
+mkdir -p "$HIST"
+cp "$ROOT"/migrations/*.sql "$HIST"/
+log "generating $BASE + $N deployed and $NEW new paired migrations in $HIST"
+generate "$HIST" $((N + NEW)) "$WORK/history-queries.sql"
+rm "$HIST/.base"
+HIST_BASE=$((30000000000000 + BASE + N))
+HIST_TOTAL="$(find "$HIST" -name '*.up.sql' | wc -l)"
 
 cat >"$WORK/example-queries.sql" <<'SQL'
 -- The example app's previous version: it only knew the users table.
@@ -252,8 +282,127 @@ measure() {
   grep -h 'compat: shadow' "$WORK/$set-check.err" | sed 's/^/    last run: /' >&2 || true
 }
 
-measure generated "$GEN" "$GEN_BASE" "$WORK/generated-queries.sql" "$GEN_TOTAL" "$N"
-measure example "$EXAMPLE" "$EXAMPLE_FIRST" "$WORK/example-queries.sql" "$EXAMPLE_COUNT" $((EXAMPLE_COUNT - 1))
+# prepare_at_base DIR VERSION: the bench database with the migrations up to VERSION applied
+# (untimed), for a timed `up` of only the new ones.
+prepare_at_base() {
+  prepare_run
+  "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$1" --to "$2" \
+    --output json >/dev/null
+  if [[ "$CAN_CHECKPOINT" == 1 ]]; then psql -X -q -d "$ADMIN_URL" -c CHECKPOINT >/dev/null; fi
+}
+
+# time_template: one CREATE DATABASE … TEMPLATE of a database at the history's base (what a warm
+# check pays for its shadow database: the floor under it), timed from psql; the drop after it
+# is not timed.
+: >"$WORK/template.times"
+time_template() {
+  psql -X -q -d "$ADMIN_URL" -c '\timing on' -c "CREATE DATABASE $PROBE TEMPLATE $TEMPLATE" \
+    | awk '/^Time:/ { s += $2 } END { printf "%.6f\n", s / 1000 }' >>"$WORK/template.times"
+  psql -X -q -d "$ADMIN_URL" -c "DROP DATABASE $PROBE" >/dev/null
+}
+
+# measure_history: RUNS rounds, each of: a cold check (every kept base removed first with
+# `ferry compat clean`) and a plain `up` of the whole set into an empty database; a warm check
+# (the base the cold one kept) and an `up` of the NEW migrations on a database at the base;
+# one CREATE DATABASE … TEMPLATE.
+measure_history() {
+  local check=(compat check --from "$HIST_BASE" --shadow-url "$(db_url postgres)"
+               --migrations "$HIST" --old-queries "$WORK/history-queries.sql" --output json)
+  log "history: $HIST_TOTAL migrations, $NEW new above $HIST_BASE, $RUNS rounds"
+  psql -X -q -v ON_ERROR_STOP=1 -d "$ADMIN_URL" -c "CREATE DATABASE $TEMPLATE" >/dev/null
+  "$FERRY_BIN" migrate up --database-url "$(db_url "$TEMPLATE")" --migrations "$HIST" \
+    --to "$HIST_BASE" --output json >/dev/null
+  for c in cold-check cold-up warm-check warm-up; do : >"$WORK/history-$c.times"; done
+  for ((r = 1; r <= RUNS; r++)); do
+    "$FERRY_BIN" compat clean --shadow-url "$(db_url postgres)" --output json >/dev/null
+    time_one history-cold-check "$FERRY_BIN" "${check[@]}"
+    verify_check history-cold-check "$NEW"
+    time_one history-cold-up \
+      "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$HIST" --output json
+    verify_up "$HIST_TOTAL"
+    time_one history-warm-check "$FERRY_BIN" "${check[@]}"
+    verify_check history-warm-check "$NEW"
+    prepare_at_base "$HIST" "$HIST_BASE"
+    local t0 t1
+    t0="$(date +%s.%N)"
+    "$FERRY_BIN" migrate up --database-url "$(db_url "$DB")" --migrations "$HIST" --output json \
+      >"$WORK/history-warm-up.out" 2>"$WORK/history-warm-up.err" || die "history-warm-up failed"
+    t1="$(date +%s.%N)"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' | tee -a "$WORK/history-warm-up.times" \
+      | sed "s/^/    history-warm-up: /;s/\$/ s/" >&2
+    verify_up "$HIST_TOTAL"
+    time_template
+  done
+  for c in cold-check cold-up warm-check warm-up; do
+    read -r MED[history.$c] MIN[history.$c] MAX[history.$c] < <(stats <"$WORK/history-$c.times")
+  done
+  read -r MED[template] MIN[template] MAX[template] < <(stats <"$WORK/template.times")
+}
+
+# The median of each round's A / (B + C) (C: a file of zeros when absent).
+per_round() {
+  local c="${3:-/dev/null}"
+  if [[ "$c" == /dev/null ]]; then
+    paste "$1" "$2" | awk '$2 > 0 { printf "%.6f\n", $1 / $2 }'
+  else
+    paste "$1" "$2" "$c" | awk '($2 + $3) > 0 { printf "%.6f\n", $1 / ($2 + $3) }'
+  fi | stats | awk '{ printf "%.2f %.2f %.2f\n", $1, $2, $3 }'
+}
+
+for set in $SETS; do
+  case "$set" in
+    history) measure_history ;;
+    generated) measure generated "$GEN" "$GEN_BASE" "$WORK/generated-queries.sql" "$GEN_TOTAL" "$N" ;;
+    example) measure example "$EXAMPLE" "$EXAMPLE_FIRST" "$WORK/example-queries.sql" "$EXAMPLE_COUNT" $((EXAMPLE_COUNT - 1)) ;;
+    *) die "unknown set '$set' in SETS (history, generated, example)" ;;
+  esac
+done
+report_history() {
+  local a b c rc rw rt
+  echo
+  echo "history set (issue 15), PostgreSQL $PG_VERSION, median of $RUNS interleaved rounds"
+  echo "load average: $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) now ($(nproc) cores)"
+  printf '%-22s %10s %10s %10s\n' "" median_s min_s max_s
+  for c in cold-check cold-up warm-check warm-up; do
+    printf '%-22s %10.3f %10.3f %10.3f\n' "$c" "${MED[history.$c]}" "${MIN[history.$c]}" "${MAX[history.$c]}"
+  done
+  printf '%-22s %10.3f %10.3f %10.3f\n' "create-from-template" "${MED[template]}" "${MIN[template]}" "${MAX[template]}"
+  rc="$(per_round "$WORK/history-cold-check.times" "$WORK/history-cold-up.times")"
+  printf 'cold check / up of all %s: per round median, min, max: %s (target <= 3)\n' "$HIST_TOTAL" "$rc"
+  rw="$(per_round "$WORK/history-warm-check.times" "$WORK/history-warm-up.times")"
+  printf 'warm check / up of the %s new: per round median, min, max: %s\n' "$NEW" "$rw"
+  rt="$(per_round "$WORK/history-warm-check.times" "$WORK/history-warm-up.times" "$WORK/template.times")"
+  printf 'warm check / (up of the %s new + one CREATE DATABASE TEMPLATE): per round median, min, max: %s\n' "$NEW" "$rt"
+  echo "  rounds (cold check, cold up, warm check, warm up, template):"
+  paste "$WORK/history-cold-check.times" "$WORK/history-cold-up.times" "$WORK/history-warm-check.times" \
+    "$WORK/history-warm-up.times" "$WORK/template.times" | sed 's/^/    /'
+  mkdir -p "$RESULTS_DIR"
+  local out
+  out="$RESULTS_DIR/compat-history-$(date -u +%Y-%m-%dT%H%M%SZ).json"
+  hentry() { printf '{"median_s": %s, "min_s": %s, "max_s": %s}' "${MED[$1]}" "${MIN[$1]}" "${MAX[$1]}"; }
+  triple() { read -r a b c <<<"$1"; printf '{"median": %s, "min": %s, "max": %s}' "$a" "$b" "$c"; }
+  {
+    printf '{\n  "benchmark": "compat-check-history",\n  "date": "%s",\n  "runs": %s,\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$RUNS"
+    printf '  "cores": %s, "loadavg_start": "%s", "loadavg_end": "%s",\n' "$(nproc)" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '  "postgres_version": "%s",\n  "migrations": %s, "new": %s,\n' "$PG_VERSION" "$HIST_TOTAL" "$NEW"
+    printf '  "cold_check": %s,\n  "cold_up_all": %s,\n' "$(hentry history.cold-check)" "$(hentry history.cold-up)"
+    printf '  "warm_check": %s,\n  "warm_up_new": %s,\n' "$(hentry history.warm-check)" "$(hentry history.warm-up)"
+    printf '  "create_database_template": %s,\n' "$(hentry template)"
+    printf '  "cold_over_up_per_round": %s,\n' "$(triple "$rc")"
+    printf '  "warm_over_up_new_per_round": %s,\n' "$(triple "$rw")"
+    printf '  "warm_over_up_new_plus_template_per_round": %s,\n' "$(triple "$rt")"
+    printf '  "target": 3\n}\n'
+  } >"$out"
+  echo "wrote ${out#"$ROOT"/}"
+}
+if [[ "$SETS" == *history* ]]; then report_history; fi
+if [[ "$SETS" != *generated* || "$SETS" != *example* ]]; then
+  if [[ "$SETS" == *example* ]]; then
+    printf 'example: check %.3f s, up %.3f s (medians), check / up per round median, min, max: %s\n' \
+      "${MED[example.check]}" "${MED[example.up]}" "$(per_round "$WORK/example-check.times" "$WORK/example-up.times")"
+  fi
+  exit 0
+fi
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '0 0 0')"
 read -r MED[createdrop] MIN[createdrop] MAX[createdrop] < <(stats <"$WORK/create-drop.times")
 

@@ -310,3 +310,184 @@ fn old_queries_without_any_database_say_what_to_pass() {
         "{out:?}"
     );
 }
+
+/// A loose file beside diesel's migration folders is a warning that names it (stderr, and
+/// `warnings` in JSON) for `migrate status`, `migrate up` and `compat check`; the same file
+/// beside native `.up.sql` files is still refused (exit 2).
+#[tokio::test]
+async fn a_loose_file_beside_diesel_folders_is_a_warning_not_a_refusal() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let p = db.path();
+    let m = p.join("diesel");
+    for (dir, up, down) in [
+        (
+            "2024-01-01-120000_create_users",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);",
+            "DROP TABLE users;",
+        ),
+        (
+            "2024-01-02-120000_add_name",
+            "ALTER TABLE users ADD COLUMN name TEXT;",
+            "ALTER TABLE users DROP COLUMN name;",
+        ),
+    ] {
+        std::fs::create_dir_all(m.join(dir)).unwrap();
+        std::fs::write(m.join(dir).join("up.sql"), up).unwrap();
+        std::fs::write(m.join(dir).join("down.sql"), down).unwrap();
+    }
+    std::fs::write(
+        m.join("data_oauth_github.sql"),
+        "INSERT INTO oauth_apps (name) VALUES ('github');\n",
+    )
+    .unwrap();
+    let m = m.to_str().unwrap();
+    let go = |rest: &[&str], dir: &str| {
+        let mut a: Vec<&str> = rest.to_vec();
+        a.extend(["--database-url", db.url.as_str(), "--migrations", dir]);
+        run(p, &a)
+    };
+    let json = ["--output", "json"];
+    for cmd in [
+        &["migrate", "status"][..],
+        &["migrate", "up", "--to", "20240101120000"],
+        &["compat", "check"],
+    ] {
+        let out = go(&[cmd, &json[..]].concat(), m).expect_code(0);
+        assert!(
+            out.stderr.contains("warning:") && out.stderr.contains("data_oauth_github.sql"),
+            "{cmd:?}: {}",
+            out.stderr
+        );
+        let doc = out.json();
+        let warnings = doc["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{doc}"));
+        assert_eq!(warnings.len(), 1, "{cmd:?}: {doc}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("data_oauth_github.sql"),
+            "{doc}"
+        );
+    }
+    // Human output: the warning on stderr, the result on stdout.
+    let out = go(&["migrate", "status"], m).expect_code(0);
+    assert!(
+        out.stderr.contains("data_oauth_github.sql"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("data_oauth_github.sql"),
+        "{}",
+        out.stdout
+    );
+    // Without a loose file the list is there, and empty.
+    std::fs::remove_file(p.join("diesel/data_oauth_github.sql")).unwrap();
+    let doc = go(&["migrate", "status", "--output", "json"], m)
+        .expect_code(0)
+        .json();
+    assert_eq!(doc["warnings"], serde_json::json!([]), "{doc}");
+
+    // In a native directory the same file is a misnamed migration: refused.
+    write_migration(
+        p,
+        1,
+        "users",
+        "CREATE TABLE t (id INTEGER);",
+        "DROP TABLE t;",
+    );
+    std::fs::write(p.join("migrations/data_oauth_github.sql"), "SELECT 1;\n").unwrap();
+    let native = p.join("migrations");
+    let out = go(&["migrate", "status"], native.to_str().unwrap()).expect_code(2);
+    assert!(
+        out.stderr.contains("data_oauth_github.sql"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `compat check` keeps a base (SQLite: a file in the temporary directory, here one of the
+/// test's own) that the next check copies, `--no-keep-base` keeps nothing, and `compat clean`
+/// removes every kept base, with its JSON result.
+#[tokio::test]
+async fn compat_clean_removes_the_kept_bases() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let p = db.path();
+    let tmp = p.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bases = tmp.join("ferry-compat-bases");
+    write_migration(
+        p,
+        1,
+        "users",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);",
+        "DROP TABLE users;",
+    );
+    write_migration(
+        p,
+        2,
+        "add_name",
+        "ALTER TABLE users ADD COLUMN name TEXT;",
+        "ALTER TABLE users DROP COLUMN name;",
+    );
+    let go = |rest: &[&str]| {
+        let mut a: Vec<&str> = rest.to_vec();
+        a.extend(["--database-url", db.url.as_str(), "--output", "json"]);
+        let out = ferry_e2e::ferry(p)
+            .env("TMPDIR", &tmp)
+            .args(&a)
+            .output()
+            .unwrap();
+        ferry_e2e::Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let kept = || -> Vec<String> {
+        std::fs::read_dir(&bases)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let no_base = go(&["compat", "check", "--from", "1", "--no-keep-base"]).expect_code(0);
+    assert_eq!(no_base.json()["migrations"][0]["roundtrip"]["ok"], true);
+    assert!(
+        kept().is_empty(),
+        "--no-keep-base keeps nothing: {:?}",
+        kept()
+    );
+    for _ in 0..2 {
+        let ok = go(&["compat", "check", "--from", "1"])
+            .expect_code(0)
+            .json();
+        assert_eq!(ok["migrations"][0]["roundtrip"]["ok"], true, "{ok}");
+        let files = kept();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(
+            files[0].starts_with("ferry_base_") && files[0].ends_with(".db"),
+            "{files:?}"
+        );
+    }
+    let cleaned = go(&["compat", "clean"]).expect_code(0).json();
+    assert_eq!(cleaned["removed"].as_array().unwrap().len(), 1, "{cleaned}");
+    assert!(
+        cleaned["server"]
+            .as_str()
+            .unwrap()
+            .contains("ferry-compat-bases"),
+        "{cleaned}"
+    );
+    assert!(kept().is_empty());
+    let again = go(&["compat", "clean"]).expect_code(0).json();
+    assert_eq!(again["removed"], serde_json::json!([]), "{again}");
+}

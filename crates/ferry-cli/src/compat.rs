@@ -5,10 +5,9 @@
 
 use ferry_compat::{CheckOptions, Report};
 use ferry_core::{CoreError, DatabaseUrl};
-use ferry_migrate::{MigrateError, source};
 
 use crate::opt::CompatCommand;
-use crate::output::Printer;
+use crate::output::{Printer, Warned};
 use crate::{CliError, exit, settings};
 use ferry_core::Overrides;
 
@@ -17,16 +16,27 @@ pub async fn run(
     global: &Overrides,
     printer: &Printer,
 ) -> Result<u8, CliError> {
-    let CompatCommand::Check {
-        from,
-        shadow_url,
-        strict,
-        old_queries,
-        parallel,
-        ..
-    } = cmd;
+    let (from, shadow_url, strict, old_queries, parallel, no_keep_base) = match cmd {
+        CompatCommand::Check {
+            from,
+            shadow_url,
+            strict,
+            old_queries,
+            parallel,
+            no_keep_base,
+            ..
+        } => (
+            from,
+            shadow_url,
+            strict,
+            old_queries,
+            parallel,
+            no_keep_base,
+        ),
+        CompatCommand::Clean { shadow_url, .. } => return clean(shadow_url, global, printer).await,
+    };
     let settings = settings(global)?;
-    let migrations = source::load_dir(&settings.migrations_dir).map_err(MigrateError::from)?;
+    let (migrations, warnings) = crate::migrate::load(&settings.migrations_dir, printer)?;
     let shadow = match shadow_url {
         Some(url) => Some(DatabaseUrl::parse(&url)?),
         None => settings.database_url.clone(),
@@ -70,14 +80,79 @@ pub async fn run(
         shadow_url: Some(shadow),
         old_queries,
         parallel,
+        kept_base: (!no_keep_base).then(kept_base),
     };
     let report = ferry_compat::check(&migrations, base, &options).await?;
-    printer.emit(&report, |r| report_text(r, base));
+    let warned = Warned {
+        result: &report,
+        warnings: &warnings,
+    };
+    printer.emit(&warned, |w| report_text(w.result, base));
     Ok(if report.compatible {
         exit::OK
     } else {
         exit::REFUSED
     })
+}
+
+/// Where SQLite's kept bases live: beside the shadow files, in the temporary directory.
+fn kept_base() -> ferry_compat::KeptBase {
+    ferry_compat::KeptBase::new(std::env::temp_dir().join("ferry-compat-bases"))
+}
+
+/// The result of `ferry compat clean`.
+#[derive(serde::Serialize)]
+struct Cleaned {
+    /// The shadow server (password redacted), or SQLite's base directory.
+    server: String,
+    /// The databases (SQLite: files) removed.
+    removed: Vec<String>,
+}
+
+/// `ferry compat clean`: removes the kept bases on the shadow server.
+async fn clean(
+    shadow_url: Option<String>,
+    global: &Overrides,
+    printer: &Printer,
+) -> Result<u8, CliError> {
+    let settings = settings(global)?;
+    let server = match shadow_url {
+        Some(url) => DatabaseUrl::parse(&url)?,
+        None => settings.database_url.clone().ok_or_else(|| {
+            CliError::Core(CoreError::BadValue {
+                what: "shadow server".into(),
+                value: String::new(),
+                reason: "compat clean removes the bases kept on a server: pass --database-url \
+                         (its server) or --shadow-url"
+                    .into(),
+            })
+        })?,
+    };
+    let kept = kept_base();
+    let removed = ferry_compat::clean_kept_bases(&server, &kept).await?;
+    let result = Cleaned {
+        server: match server.engine() {
+            ferry_core::Engine::Sqlite => kept.dir.display().to_string(),
+            _ => server.redacted(),
+        },
+        removed,
+    };
+    printer.emit(&result, |c| {
+        if c.removed.is_empty() {
+            format!("no kept base on {}\n", c.server)
+        } else {
+            let mut s = format!(
+                "removed {} kept base(s) on {}:\n",
+                c.removed.len(),
+                c.server
+            );
+            for r in &c.removed {
+                s.push_str(&format!("  {r}\n"));
+            }
+            s
+        }
+    });
+    Ok(exit::OK)
 }
 
 fn report_text(r: &Report, base: Option<i64>) -> String {

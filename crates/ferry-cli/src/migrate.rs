@@ -6,7 +6,7 @@ use ferry_migrate::{
 };
 
 use crate::opt::{AdoptFrom, MigrateCommand};
-use crate::output::{Printer, table};
+use crate::output::{Printer, Warned, table};
 use crate::{CliError, exit, settings};
 use ferry_core::Overrides;
 
@@ -19,7 +19,7 @@ pub async fn run(
     if let MigrateCommand::New { name, .. } = &cmd {
         return new(&settings, name, printer);
     }
-    let migrator = migrator(&settings, &cmd)?;
+    let (migrator, warnings) = migrator(&settings, &cmd, printer)?;
 
     if let MigrateCommand::Validate { .. } = cmd {
         let mut driver = match &settings.database_url {
@@ -56,7 +56,7 @@ pub async fn run(
 
     let url = settings.require_database_url()?.clone();
     let mut driver = ferry_migrate::connect(&url).await?;
-    let result = dispatch(cmd, &migrator, driver.as_mut(), &url, printer).await;
+    let result = dispatch(cmd, &migrator, driver.as_mut(), &url, &warnings, printer).await;
     close(Some(driver)).await;
     result
 }
@@ -69,8 +69,14 @@ async fn close(driver: Option<Box<dyn Driver>>) {
     }
 }
 
-fn migrator(settings: &Settings, cmd: &MigrateCommand) -> Result<Migrator, CliError> {
-    let migrations = source::load_dir(&settings.migrations_dir).map_err(MigrateError::from)?;
+/// The directory's migrations, and its warnings (already printed on stderr) for the JSON
+/// results that list them.
+fn migrator(
+    settings: &Settings,
+    cmd: &MigrateCommand,
+    printer: &Printer,
+) -> Result<(Migrator, Vec<String>), CliError> {
+    let (migrations, warnings) = load(&settings.migrations_dir, printer)?;
     let allow_out_of_order = matches!(
         cmd,
         MigrateCommand::Up {
@@ -78,7 +84,7 @@ fn migrator(settings: &Settings, cmd: &MigrateCommand) -> Result<Migrator, CliEr
             ..
         }
     );
-    Ok(Migrator::new(
+    let migrator = Migrator::new(
         migrations,
         MigrateOptions {
             lock_timeout: settings.lock_timeout,
@@ -90,7 +96,22 @@ fn migrator(settings: &Settings, cmd: &MigrateCommand) -> Result<Migrator, CliEr
         timeout: settings.ddl_lock_timeout,
         retries: settings.ddl_lock_retries,
         ..DdlLock::default()
-    }))
+    });
+    Ok((migrator, warnings))
+}
+
+/// Loads a migrations directory, printing what it skipped on stderr (a loose file beside
+/// diesel's folders) and returning those warnings for the JSON result.
+pub(crate) fn load(
+    dir: &std::path::Path,
+    printer: &Printer,
+) -> Result<(Vec<ferry_migrate::Migration>, Vec<String>), CliError> {
+    let loaded = source::load_dir_with_warnings(dir).map_err(MigrateError::from)?;
+    let warnings: Vec<String> = loaded.warnings.into_iter().map(|w| w.message).collect();
+    for w in &warnings {
+        printer.warn(w);
+    }
+    Ok((loaded.migrations, warnings))
 }
 
 async fn dispatch(
@@ -98,12 +119,17 @@ async fn dispatch(
     migrator: &Migrator,
     driver: &mut dyn Driver,
     url: &ferry_core::DatabaseUrl,
+    warnings: &[String],
     printer: &Printer,
 ) -> Result<u8, CliError> {
     match cmd {
         MigrateCommand::Status { .. } => {
             let report = migrator.status(driver).await?;
-            printer.emit(&report, |r| {
+            let report = Warned {
+                result: &report,
+                warnings,
+            };
+            printer.emit(&report, |Warned { result: r, .. }| {
                 let rows: Vec<Vec<String>> = r
                     .migrations
                     .iter()
@@ -143,7 +169,11 @@ async fn dispatch(
             let progress = printer.progress();
             let report = migrator.up(driver, to, dry_run, &progress).await?;
             drop(progress);
-            printer.emit(&report, |r| {
+            let report = Warned {
+                result: &report,
+                warnings,
+            };
+            printer.emit(&report, |Warned { result: r, .. }| {
                 steps_text("applied", "apply", &r.applied, r.current_version, r.dry_run)
             });
             Ok(exit::OK)

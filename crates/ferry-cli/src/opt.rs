@@ -255,10 +255,25 @@ pub enum CompatCommand {
         /// [default: one per core, at most 3]
         #[arg(long, value_name = "N", env = "FERRY_COMPAT_PARALLEL")]
         parallel: Option<usize>,
+        /// Apply the deployed migrations in every shadow database and keep nothing [default:
+        /// keep a database (SQLite: a file) at the deployed version on the shadow server and
+        /// copy it for each check; `ferry compat clean` removes them]
+        #[arg(long)]
+        no_keep_base: bool,
         #[command(flatten)]
         db: DbOpts,
         #[command(flatten)]
         source: SourceOpts,
+    },
+
+    /// Remove every base database that `compat check` kept on the shadow server (SQLite: every
+    /// kept base file); a base a running check is building is left alone
+    Clean {
+        /// The shadow server [default: the configured database's server]
+        #[arg(long, value_name = "URL")]
+        shadow_url: Option<String>,
+        #[command(flatten)]
+        db: DbOpts,
     },
 }
 
@@ -559,6 +574,10 @@ impl Command {
             Command::Compat(CompatCommand::Check { db, source, .. }) => Groups {
                 db: Some(db),
                 source: Some(source),
+                ..Groups::default()
+            },
+            Command::Compat(CompatCommand::Clean { db, .. }) => Groups {
+                db: Some(db),
                 ..Groups::default()
             },
             Command::Artifact(ArtifactCommand::Push { store: s, .. })

@@ -31,6 +31,12 @@ impl Printer {
         let _ = writeln!(out, "{}", text.trim_end());
     }
 
+    /// A warning: a sentence on stderr, in both modes (JSON mode also lists it in the result's
+    /// `warnings`, see [`Warned`]).
+    pub fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
     /// A line of live progress on stdout (human mode only; JSON mode prints one document).
     pub fn line(&self, text: &str) {
         if !self.json() {
@@ -38,11 +44,6 @@ impl Printer {
             let _ = writeln!(out, "{text}");
             let _ = out.flush();
         }
-    }
-
-    /// A warning: a sentence on stderr, in every mode (stdout stays one JSON document).
-    pub fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
     }
 
     /// The sentence of an error whose result was already printed (a deploy report): stderr only.
@@ -284,4 +285,13 @@ impl Drop for StepLines<'_> {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// A result with the warnings met while producing it: the result's own keys and `warnings`
+/// (always present, empty when there were none) in JSON.
+#[derive(Serialize)]
+pub struct Warned<'a, T: Serialize> {
+    #[serde(flatten)]
+    pub result: &'a T,
+    pub warnings: &'a [String],
 }

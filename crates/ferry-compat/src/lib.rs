@@ -57,6 +57,7 @@ pub use error::CompatError;
 pub use ferry_core::{DatabaseUrl, Engine};
 pub use queries::{OldQuery, load as load_old_queries};
 pub use rules::{Class, Rule, Severity};
+pub use shadow::base::{KeptBase, clean as clean_kept_bases};
 pub use shadow::split as shadow_parts;
 
 /// What [`check`] should do besides the static analysis.
@@ -76,6 +77,10 @@ pub struct CheckOptions {
     /// How many shadow databases a long release is proven in at once (`None`: one per core, at
     /// most three; see [`shadow_parts`]).
     pub parallel: Option<usize>,
+    /// Keep the schema at the base between checks and copy it for each shadow database
+    /// (PostgreSQL and SQLite; see [`KeptBase`]); `None` applies the base in every shadow
+    /// database and keeps nothing.
+    pub kept_base: Option<KeptBase>,
 }
 
 impl CheckOptions {
@@ -86,6 +91,7 @@ impl CheckOptions {
             shadow_url: None,
             old_queries: Vec::new(),
             parallel: None,
+            kept_base: None,
         }
     }
 }
@@ -165,6 +171,7 @@ pub async fn check(
         url,
         &options.old_queries,
         options.parallel,
+        options.kept_base.as_ref(),
     )
     .await?;
     let by_version: std::collections::HashMap<i64, &Migration> =

@@ -29,6 +29,9 @@ pub struct ScratchOptions {
     pub throwaway: bool,
     /// Keep the creating connection open to drop the database with it later.
     pub keep_connection: bool,
+    /// PostgreSQL: a copy of this database (`CREATE DATABASE … TEMPLATE`), which must have no
+    /// connections while it is copied ([`is_in_use`] tells that refusal apart).
+    pub template: Option<String>,
 }
 
 /// A scratch database, until [`Scratch::drop`] drops it.
@@ -88,7 +91,15 @@ impl Scratch {
             .with_database(name)
             .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
         let engine = server.engine();
-        let create = format!("CREATE DATABASE {}", quote_ident(engine, name));
+        let mut create = format!("CREATE DATABASE {}", quote_ident(engine, name));
+        if let Some(template) = &options.template {
+            if engine != Engine::Postgres {
+                return Err(sqlx::Error::Configuration(
+                    "only PostgreSQL copies a database from a template".into(),
+                ));
+            }
+            create.push_str(&format!(" TEMPLATE {}", quote_ident(engine, template)));
+        }
         let admin = match engine {
             Engine::Postgres => {
                 let mut conn = PgConnection::connect(&server.for_driver()).await?;
@@ -121,7 +132,6 @@ impl Scratch {
                         .execute(&mut conn)
                         .await?;
                 }
-                let mut create = create;
                 if let Some((charset, collation)) = &options.charset
                     && safe_word(charset)
                     && safe_word(collation)
@@ -226,6 +236,108 @@ pub async fn drop_database(server: &DatabaseUrl, name: &str) -> Result<(), sqlx:
         }
         Engine::Sqlite => Err(not_a_server()),
     }
+}
+
+/// Drops database `name` on the server of `server` only if no session is connected to it
+/// (no `WITH (FORCE)`): `Ok(false)`, changing nothing, when one is ([`is_in_use`]).
+pub async fn drop_unused(server: &DatabaseUrl, name: &str) -> Result<bool, sqlx::Error> {
+    let engine = server.engine();
+    let sql = drop_sql(engine, name, None);
+    let result = match engine {
+        Engine::Postgres => {
+            let mut conn = PgConnection::connect(&server.for_driver()).await?;
+            let r = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
+            let _ = conn.close().await;
+            r.map(drop)
+        }
+        Engine::MySql => {
+            let mut conn = MySqlConnection::connect(&server.for_driver()).await?;
+            let r = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
+            let _ = conn.close().await;
+            r.map(drop)
+        }
+        Engine::Sqlite => return Err(not_a_server()),
+    };
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_in_use(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The SQLSTATE of a database error, if it is one.
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+/// PostgreSQL refused to copy, rename or drop a database because sessions are connected to it
+/// (`55006`, "source database … is being accessed by other users"): worth another try once
+/// they are gone.
+pub fn is_in_use(e: &sqlx::Error) -> bool {
+    sqlstate(e).as_deref() == Some("55006")
+}
+
+/// PostgreSQL: the database named does not exist (`3D000`).
+pub fn is_missing(e: &sqlx::Error) -> bool {
+    sqlstate(e).as_deref() == Some("3D000")
+}
+
+/// A database of that name exists already (`42P04` on PostgreSQL).
+pub fn is_duplicate(e: &sqlx::Error) -> bool {
+    sqlstate(e).as_deref() == Some("42P04")
+}
+
+/// PostgreSQL: closes database `from` to connections for good and renames it to `to`, the
+/// step that makes a finished database visible under its final name. While a session is still
+/// connected to `from` (the one that filled it may still be ending) PostgreSQL refuses the
+/// rename ([`is_in_use`]); the caller tries again.
+pub async fn seal(server: &DatabaseUrl, from: &str, to: &str) -> Result<(), sqlx::Error> {
+    let engine = server.engine();
+    if engine != Engine::Postgres {
+        return Err(sqlx::Error::Configuration(
+            "only PostgreSQL databases are sealed and renamed".into(),
+        ));
+    }
+    let mut conn = PgConnection::connect(&server.for_driver()).await?;
+    let sql = format!(
+        "ALTER DATABASE {from} WITH ALLOW_CONNECTIONS false; ALTER DATABASE {from} RENAME TO {to}",
+        from = quote_ident(engine, from),
+        to = quote_ident(engine, to)
+    );
+    let result = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
+    let _ = conn.close().await;
+    result.map(drop)
+}
+
+/// The databases on the server of `server` whose names start with `prefix`, newest first
+/// (PostgreSQL: by oid, which grows as databases are created; MySQL: by name).
+pub async fn list(server: &DatabaseUrl, prefix: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut names: Vec<String> = match server.engine() {
+        Engine::Postgres => {
+            let mut conn = PgConnection::connect(&server.for_driver()).await?;
+            let names =
+                sqlx::query_scalar("SELECT datname::text FROM pg_database ORDER BY oid DESC")
+                    .fetch_all(&mut conn)
+                    .await;
+            let _ = conn.close().await;
+            names?
+        }
+        Engine::MySql => {
+            let mut conn = MySqlConnection::connect(&server.for_driver()).await?;
+            let names = sqlx::query_scalar(
+                "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata ORDER BY 1 DESC",
+            )
+            .fetch_all(&mut conn)
+            .await;
+            let _ = conn.close().await;
+            names?
+        }
+        Engine::Sqlite => return Err(not_a_server()),
+    };
+    names.retain(|n: &String| n.starts_with(prefix));
+    Ok(names)
 }
 
 #[cfg(test)]

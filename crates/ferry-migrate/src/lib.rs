@@ -32,7 +32,7 @@ pub use drivers::{
 pub use error::{Direction, MigrateError, Result};
 pub use migrator::{
     BaselineReport, DdlLock, DownReport, DownTarget, MigrateOptions, MigrationStatus, Migrator,
-    Observer, Problem, Quiet, RedoReport, RepairChange, RepairReport, State, StatusReport, Step,
-    UpReport, ValidateReport,
+    Observer, Problem, Quiet, RedoReport, RepairChange, RepairReport, RoundTrip, State,
+    StatusReport, Step, UpReport, ValidateReport,
 };
 pub use source::{Layout, Migration, SourceError};

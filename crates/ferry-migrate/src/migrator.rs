@@ -182,6 +182,25 @@ pub struct BaselineReport {
     pub current_version: Option<i64>,
 }
 
+/// One step of [`Migrator::round_trip_with`].
+#[derive(Debug)]
+pub enum RoundTrip<'a> {
+    /// The migration was applied and recorded (the first time).
+    Applied(&'a Step),
+    /// Its down ran and its record is gone.
+    Reverted(&'a Step),
+    /// Its down failed with `error`. `rolled_back`: the database undid the attempt, so the
+    /// migration is still applied and recorded; otherwise its record says failed and the
+    /// schema is wherever the down stopped.
+    DownFailed {
+        migration: &'a Migration,
+        error: &'a MigrateError,
+        rolled_back: bool,
+    },
+    /// Applied and recorded again after its down.
+    Reapplied(&'a Step),
+}
+
 /// Where `down` stops.
 #[derive(Debug, Clone, Copy)]
 pub enum DownTarget {
@@ -390,6 +409,83 @@ impl Migrator {
             let reverted = this.revert_all(driver, &plan, observer, &mut after).await?;
             Ok(DownReport {
                 reverted,
+                current_version: current_version(&driver.history().await?),
+                dry_run: false,
+            })
+        })
+        .await
+    }
+
+    /// Applies pending migrations in order, up to and including `to`, and proves each pair on
+    /// its own right after its up: apply N, revert N with its down, apply N again, then N + 1,
+    /// all under one lock. `after` is told each step ([`RoundTrip`]) and stops the run by
+    /// returning `false`. An irreversible migration is applied once. A down that fails is told
+    /// to `after` instead of ending the run: when the database rolled it back (transactional
+    /// DDL), N stays applied and recorded and the run goes on with N + 1; otherwise its record
+    /// now says failed and the run ends there. Any other failure ends the run with its error
+    /// (the observer says which migration started last, and in which direction).
+    /// For `ferry compat check`, in a database that is thrown away.
+    pub async fn round_trip_with(
+        &self,
+        driver: &mut dyn Driver,
+        to: Option<i64>,
+        observer: &dyn Observer,
+        mut after: impl AsyncFnMut(RoundTrip<'_>) -> bool,
+    ) -> Result<UpReport> {
+        self.locked(driver, async |this, driver| {
+            let history = driver.history().await?;
+            let plan = this.up_plan(&history, to)?;
+            let total = plan.len();
+            let mut applied = Vec::with_capacity(total);
+            for (i, m) in plan.iter().enumerate() {
+                let Some(step) = this.apply_one(driver, m, observer, (i, total)).await? else {
+                    continue;
+                };
+                let go_on = after(RoundTrip::Applied(&step)).await;
+                applied.push(step);
+                if !go_on {
+                    break;
+                }
+                if !m.reversible() {
+                    continue;
+                }
+                let record = this.record_for(m);
+                match this.revert_one(driver, &record, observer, (i, total)).await {
+                    Ok(Some(step)) => {
+                        if !after(RoundTrip::Reverted(&step)).await {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        let rolled_back = matches!(
+                            error,
+                            MigrateError::Execute {
+                                recorded_failed: false,
+                                ..
+                            }
+                        );
+                        let go_on = after(RoundTrip::DownFailed {
+                            migration: m,
+                            error: &error,
+                            rolled_back,
+                        })
+                        .await;
+                        if rolled_back && go_on {
+                            continue;
+                        }
+                        break;
+                    }
+                }
+                let Some(step) = this.apply_one(driver, m, observer, (i, total)).await? else {
+                    continue;
+                };
+                if !after(RoundTrip::Reapplied(&step)).await {
+                    break;
+                }
+            }
+            Ok(UpReport {
+                applied,
                 current_version: current_version(&driver.history().await?),
                 dry_run: false,
             })
@@ -659,26 +755,10 @@ impl Migrator {
     ) -> Result<Vec<Step>> {
         let mut done = Vec::with_capacity(plan.len());
         for (i, m) in plan.iter().enumerate() {
-            let label = m.label();
-            observer.started(&label, Direction::Up, i, plan.len());
-            let started = Instant::now();
-            let record = self.record_for(m);
-            let atomic = driver.transactional_ddl() && m.up_transaction;
-            let run = Run {
-                script: &m.up,
-                record: &record,
-                label: &label,
-                direction: Direction::Up,
-                atomic,
-            };
-            if !self.run_one(driver, &run).await? {
-                tracing::info!(migration = %label, "already applied by a concurrent run; skipped");
+            let Some(step) = self.apply_one(driver, m, observer, (i, plan.len())).await? else {
                 continue;
-            }
-            let elapsed = started.elapsed();
-            tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "applied");
-            observer.finished(&label, Direction::Up, elapsed);
-            done.push(step(m.version, &m.name, elapsed.as_millis() as u64, None));
+            };
+            done.push(step);
             if let Some(last) = done.last()
                 && !after(last).await
             {
@@ -686,6 +766,41 @@ impl Migrator {
             }
         }
         Ok(done)
+    }
+
+    /// Applies and records one migration; `None` when a concurrent run had applied it.
+    async fn apply_one(
+        &self,
+        driver: &mut dyn Driver,
+        m: &Migration,
+        observer: &dyn Observer,
+        (index, total): (usize, usize),
+    ) -> Result<Option<Step>> {
+        let label = m.label();
+        observer.started(&label, Direction::Up, index, total);
+        let started = Instant::now();
+        let record = self.record_for(m);
+        let atomic = driver.transactional_ddl() && m.up_transaction;
+        let run = Run {
+            script: &m.up,
+            record: &record,
+            label: &label,
+            direction: Direction::Up,
+            atomic,
+        };
+        if !self.run_one(driver, &run).await? {
+            tracing::info!(migration = %label, "already applied by a concurrent run; skipped");
+            return Ok(None);
+        }
+        let elapsed = started.elapsed();
+        tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "applied");
+        observer.finished(&label, Direction::Up, elapsed);
+        Ok(Some(step(
+            m.version,
+            &m.name,
+            elapsed.as_millis() as u64,
+            None,
+        )))
     }
 
     async fn revert_all(
@@ -697,25 +812,13 @@ impl Migrator {
     ) -> Result<Vec<Step>> {
         let mut done = Vec::with_capacity(plan.len());
         for (i, h) in plan.iter().enumerate() {
-            let label = format!("{}_{}", h.version, h.name);
-            let down = h.down_sql.as_deref().unwrap_or_default();
-            observer.started(&label, Direction::Down, i, plan.len());
-            let started = Instant::now();
-            let run = Run {
-                script: down,
-                record: h,
-                label: &label,
-                direction: Direction::Down,
-                atomic: driver.transactional_ddl() && h.down_transaction,
-            };
-            if !self.run_one(driver, &run).await? {
-                tracing::info!(migration = %label, "already reverted by a concurrent run; skipped");
+            let Some(step) = self
+                .revert_one(driver, h, observer, (i, plan.len()))
+                .await?
+            else {
                 continue;
-            }
-            let elapsed = started.elapsed();
-            tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "reverted");
-            observer.finished(&label, Direction::Down, elapsed);
-            done.push(step(h.version, &h.name, elapsed.as_millis() as u64, None));
+            };
+            done.push(step);
             if let Some(last) = done.last()
                 && !after(last).await
             {
@@ -723,6 +826,41 @@ impl Migrator {
             }
         }
         Ok(done)
+    }
+
+    /// Runs the recorded down script of `h` and removes its record; `None` when a concurrent
+    /// run had reverted it.
+    async fn revert_one(
+        &self,
+        driver: &mut dyn Driver,
+        h: &HistoryRecord,
+        observer: &dyn Observer,
+        (index, total): (usize, usize),
+    ) -> Result<Option<Step>> {
+        let label = format!("{}_{}", h.version, h.name);
+        let down = h.down_sql.as_deref().unwrap_or_default();
+        observer.started(&label, Direction::Down, index, total);
+        let started = Instant::now();
+        let run = Run {
+            script: down,
+            record: h,
+            label: &label,
+            direction: Direction::Down,
+            atomic: driver.transactional_ddl() && h.down_transaction,
+        };
+        if !self.run_one(driver, &run).await? {
+            tracing::info!(migration = %label, "already reverted by a concurrent run; skipped");
+            return Ok(None);
+        }
+        let elapsed = started.elapsed();
+        tracing::info!(migration = %label, ms = elapsed.as_millis() as u64, "reverted");
+        observer.finished(&label, Direction::Down, elapsed);
+        Ok(Some(step(
+            h.version,
+            &h.name,
+            elapsed.as_millis() as u64,
+            None,
+        )))
     }
 }
 

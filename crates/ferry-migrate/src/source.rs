@@ -267,8 +267,36 @@ pub enum SourceError {
 }
 
 /// Loads every migration in `dir`, sorted by version ascending. Either all files are valid or it
-/// returns an error and nothing else happens.
+/// returns an error and nothing else happens. What [`load_dir_with_warnings`] would warn about
+/// goes to `tracing`.
 pub fn load_dir(dir: &Path) -> Result<Vec<Migration>, SourceError> {
+    let loaded = load_dir_with_warnings(dir)?;
+    for w in &loaded.warnings {
+        tracing::warn!(path = %w.path.display(), "{}", w.message);
+    }
+    Ok(loaded.migrations)
+}
+
+/// A directory's migrations and what in it was skipped.
+#[derive(Debug)]
+pub struct Loaded {
+    pub migrations: Vec<Migration>,
+    pub warnings: Vec<SourceWarning>,
+}
+
+/// Something in a migrations directory that was skipped rather than refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceWarning {
+    pub path: PathBuf,
+    /// A sentence that names the file and what to do about it.
+    pub message: String,
+}
+
+/// Like [`load_dir`], and returns the warnings instead of logging them: in a directory whose
+/// migrations are diesel folders, a top-level file is not a migration (diesel reads only
+/// folders) and is skipped with a warning naming it. In every other layout a file that is no
+/// migration stays an error: there it is almost always a misnamed migration.
+pub fn load_dir_with_warnings(dir: &Path) -> Result<Loaded, SourceError> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
@@ -289,8 +317,31 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>, SourceError> {
         }
     }
 
-    let entries = scan(dir)?;
-    let layout = single_layout(&entries)?;
+    let mut entries = scan(dir)?;
+    let layout = single_layout(&entries);
+    let mut warnings = Vec::new();
+    if let Ok(Some(Layout::Diesel)) = layout {
+        entries.retain(|e| {
+            let stray = matches!(e.kind, Kind::Stray | Kind::Plain);
+            if stray {
+                warnings.push(SourceWarning {
+                    message: format!(
+                        "`{}` is not a migration: in a diesel-layout directory only folders are \
+                         migrations, so this file was skipped; move it out of the directory to \
+                         silence this warning",
+                        e.path.display()
+                    ),
+                    path: e.path.clone(),
+                });
+            }
+            !stray
+        });
+    } else if let Some(stray) = entries.iter().find(|e| matches!(e.kind, Kind::Stray)) {
+        return Err(SourceError::UnrecognizedName {
+            path: stray.path.clone(),
+        });
+    }
+    let layout = layout?;
     if let Some(plain) = entries.iter().find(|e| matches!(e.kind, Kind::Plain)) {
         let path = plain.path.clone();
         return Err(if layout == Some(Layout::Dbmate) {
@@ -330,7 +381,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>, SourceError> {
         count = migrations.len(),
         "loaded migrations"
     );
-    Ok(migrations)
+    Ok(Loaded {
+        migrations,
+        warnings,
+    })
 }
 
 /// Normalization used for checksums and stored text: strip a UTF-8 BOM, CRLF/CR -> LF, strip
@@ -450,6 +504,9 @@ enum Kind {
     Dbmate(String),
     /// `<version>_<name>.sql` without any dbmate marker.
     Plain,
+    /// A file whose name is no migration in any layout: a refusal, except beside diesel's
+    /// folders (diesel reads only folders, so such a file never was a migration there).
+    Stray,
 }
 
 impl Kind {
@@ -459,7 +516,7 @@ impl Kind {
             Kind::Diesel => Some(Layout::Diesel),
             Kind::FlywayUp | Kind::FlywayUndo => Some(Layout::Flyway),
             Kind::Dbmate(_) => Some(Layout::Dbmate),
-            Kind::Plain => None,
+            Kind::Plain | Kind::Stray => None,
         }
     }
 
@@ -551,7 +608,16 @@ fn classify(path: PathBuf, name: &str, is_dir: bool) -> Result<Entry, SourceErro
         None
     };
     let Some((kind, version_text, name)) = found else {
-        return Err(SourceError::UnrecognizedName { path });
+        if is_dir {
+            return Err(SourceError::UnrecognizedName { path });
+        }
+        return Ok(Entry {
+            path,
+            kind: Kind::Stray,
+            version: 0,
+            version_text: String::new(),
+            name: String::new(),
+        });
     };
     let digits: String = version_text.chars().filter(char::is_ascii_digit).collect();
     let Ok(version) = digits.parse::<i64>() else {
@@ -1274,6 +1340,78 @@ mod tests {
             msg.contains("20240102120000_create_posts.up.sql"),
             "names the missing up: {msg}"
         );
+    }
+
+    #[test]
+    fn loose_files_beside_diesel_folders_are_warnings() {
+        let dir = fixture("diesel_loose_file");
+        let loaded = load_dir_with_warnings(&dir).expect("loads");
+        assert_eq!(
+            labels(&loaded.migrations),
+            [
+                "20240101120000_create_users",
+                "20240103120000_add_user_name"
+            ]
+        );
+        let named: Vec<&str> = loaded.warnings.iter().map(|w| file_name(&w.path)).collect();
+        assert_eq!(named, ["20240105000000_seed.sql", "data_oauth_github.sql"]);
+        for w in &loaded.warnings {
+            assert!(
+                w.message.contains(file_name(&w.path))
+                    && w.message.contains("not a migration")
+                    && w.message.contains("move it out"),
+                "{}",
+                w.message
+            );
+        }
+        // `load_dir` loads the same migrations (and logs the warnings).
+        assert_eq!(labels(&load_dir(&dir).unwrap()), labels(&loaded.migrations));
+    }
+
+    #[test]
+    fn loose_files_stay_refusals_outside_diesel_directories() {
+        // The same loose file beside native files is a misnamed migration.
+        let dir = tmp();
+        write(
+            dir.path(),
+            "20240101120000_a.up.sql",
+            "CREATE TABLE a (id int);\n",
+        );
+        write(dir.path(), "data_oauth_github.sql", "SELECT 1;\n");
+        let err = load_err(dir.path());
+        assert!(
+            matches!(err, SourceError::UnrecognizedName { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("data_oauth_github.sql"), "{err}");
+        // A file of another layout beside diesel folders is still a mixed directory.
+        let dir = tmp();
+        write(
+            dir.path(),
+            "2024-01-01-120000_a/up.sql",
+            "CREATE TABLE a (id int);\n",
+        );
+        write(
+            dir.path(),
+            "20240102120000_b.up.sql",
+            "CREATE TABLE b (id int);\n",
+        );
+        assert!(matches!(
+            load_err(dir.path()),
+            SourceError::MixedLayouts { .. }
+        ));
+        // A folder that is no migration is still refused in a diesel directory.
+        let dir = tmp();
+        write(
+            dir.path(),
+            "2024-01-01-120000_a/up.sql",
+            "CREATE TABLE a (id int);\n",
+        );
+        write(dir.path(), "seeds/github.sql", "SELECT 1;\n");
+        assert!(matches!(
+            load_err(dir.path()),
+            SourceError::UnrecognizedName { .. }
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `ferry_core::scratch`, keeping the creating connection to drop it) or as a temporary SQLite
 //! file, and dropped afterwards.
 
-use ferry_core::scratch::{Scratch, ScratchOptions};
+use ferry_core::scratch::{self, Scratch, ScratchOptions};
 use ferry_core::{DatabaseUrl, Engine};
 
 use crate::CompatError;
@@ -19,7 +19,7 @@ pub(super) struct Shadow {
 
 /// Unique per process and call, short enough for MySQL's 64-character names, and safe to splice
 /// into `CREATE DATABASE` (digits and underscores only).
-fn unique_name() -> String {
+pub(super) fn unique_name() -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -71,6 +71,80 @@ impl Shadow {
                     name,
                     file: None,
                 })
+            }
+        }
+    }
+
+    /// A copy of the kept base database `base` on the server of `server` (PostgreSQL's
+    /// `CREATE DATABASE … TEMPLATE`), or of the base file `base` (SQLite). `None` when the base
+    /// is not there (never built, or removed by `ferry compat clean` or another check's
+    /// pruning meanwhile). PostgreSQL refuses to copy a database while a session is connected
+    /// to it; nothing connects to a sealed base, but a copy is tried again for about two
+    /// seconds before that is reported.
+    pub(super) async fn clone_of(
+        server: &DatabaseUrl,
+        base: &str,
+    ) -> Result<Option<Shadow>, CompatError> {
+        let name = unique_name();
+        match server.engine() {
+            Engine::Sqlite => {
+                let file = std::env::temp_dir().join(format!("{name}.db"));
+                match std::fs::copy(base, &file) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&file);
+                        return Err(shadow_err(
+                            &format!("cannot copy the kept base {base}"),
+                            server,
+                        )(sqlx::Error::Io(e)));
+                    }
+                }
+                let url = DatabaseUrl::parse(&format!("sqlite:{}", file.display()))?;
+                Ok(Some(Shadow {
+                    engine: Engine::Sqlite,
+                    url,
+                    scratch: None,
+                    name,
+                    file: Some(file),
+                }))
+            }
+            engine => {
+                let options = ScratchOptions {
+                    throwaway: true,
+                    keep_connection: true,
+                    template: Some(base.to_string()),
+                    ..Default::default()
+                };
+                let mut pause = std::time::Duration::from_millis(10);
+                loop {
+                    match Scratch::create(server, &name, &options).await {
+                        Ok(scratch) => {
+                            return Ok(Some(Shadow {
+                                engine,
+                                url: scratch.url().clone(),
+                                scratch: Some(scratch),
+                                name,
+                                file: None,
+                            }));
+                        }
+                        Err(e) if scratch::is_missing(&e) => return Ok(None),
+                        Err(e)
+                            if scratch::is_in_use(&e)
+                                && pause < std::time::Duration::from_secs(1) =>
+                        {
+                            tracing::debug!(base, "compat: the kept base is in use; trying again");
+                            tokio::time::sleep(pause).await;
+                            pause *= 2;
+                        }
+                        Err(e) => {
+                            return Err(shadow_err(
+                                &format!("cannot copy the kept base database {base}"),
+                                server,
+                            )(e));
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,8 +1,6 @@
 //! Pure comparisons of catalog snapshots: what differs, what of it the previous version relied
 //! on, what a down left different, and which migration built what a replay got wrong. No I/O.
 
-use std::collections::BTreeMap;
-
 use super::Snapshot;
 use crate::Finding;
 use crate::rules::Rule;
@@ -191,26 +189,6 @@ pub fn may_break_queries(changes: &[Delta]) -> bool {
         })
 }
 
-/// Where the schema after a replay differs from the first pass: `forward[0]` is the schema
-/// before the first replayed migration and `forward[i + 1]` the one after migration `i`. Each
-/// differing key goes to the last migration that touched it in the first pass (the one whose
-/// up built it), or to the last migration when none did. Returns (migration index, keys).
-pub fn replay_differences(forward: &[Snapshot], replayed: &Snapshot) -> Vec<(usize, Vec<String>)> {
-    let Some(last) = forward.last() else {
-        return Vec::new();
-    };
-    let n = forward.len() - 1;
-    let mut by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for (key, _, _) in diff(last, replayed) {
-        let owner = (0..n)
-            .rev()
-            .find(|&i| forward[i].0.get(key) != forward[i + 1].0.get(key))
-            .unwrap_or(n.saturating_sub(1));
-        by.entry(owner).or_default().push(key.to_string());
-    }
-    by.into_iter().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,28 +279,5 @@ mod tests {
         ]);
         assert!(may_break_queries(&diff(&base, &function)), "overloads");
         assert!(may_break_queries(&diff(&base, &base)), "unseen changes");
-    }
-
-    #[test]
-    fn replay_differences_go_to_the_migration_that_built_the_object() {
-        let s0 = snap(&[("table a", "")]);
-        let s1 = snap(&[("table a", ""), ("index a_x", "x")]);
-        let s2 = snap(&[("table a", ""), ("index a_x", "x"), ("table b", "")]);
-        assert!(replay_differences(&[s0.clone(), s1.clone(), s2.clone()], &s2).is_empty());
-        let replayed = snap(&[("table a", ""), ("index a_x", "y"), ("table b", "")]);
-        assert_eq!(
-            replay_differences(&[s0.clone(), s1.clone(), s2.clone()], &replayed),
-            [(0, vec!["index a_x".to_string()])]
-        );
-        let extra = snap(&[
-            ("table a", ""),
-            ("index a_x", "x"),
-            ("table b", ""),
-            ("table c", ""),
-        ]);
-        assert_eq!(
-            replay_differences(&[s0, s1, s2], &extra),
-            [(1, vec!["table c".to_string()])]
-        );
     }
 }

@@ -131,6 +131,91 @@ async fn common_cases(engine: Engine, url: &DatabaseUrl) {
 async fn sqlite_shadow_proves_roundtrips() {
     let (_db, url) = server(Kind::Sqlite).await.expect("sqlite needs no server");
     common_cases(Engine::Sqlite, &url).await;
+    each_pair_on_its_own(Engine::Sqlite, &url).await;
+}
+
+/// Each pair is proven right after its own up, so one bad down hides no other verdict: five
+/// migrations with an inexact down, an irreversible one and a down that fails on the database
+/// in the middle, and every one gets its own verdict. On PostgreSQL and SQLite the failed down
+/// is rolled back and the proof goes on in the same database; MySQL cannot roll it back, so the
+/// proof goes on in a new one (and says so).
+async fn each_pair_on_its_own(engine: Engine, url: &DatabaseUrl) {
+    let drop_index = if engine == Engine::MySql {
+        "DROP INDEX users_email_idx ON users;"
+    } else {
+        "DROP INDEX users_email_idx;"
+    };
+    let r = run(
+        engine,
+        url,
+        vec![
+            m(
+                2,
+                "forgets_index",
+                "CREATE INDEX users_age_idx ON users (age);",
+                Some("SELECT 1;"),
+            ),
+            m(
+                3,
+                "irreversible",
+                "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+                None,
+            ),
+            m(
+                4,
+                "bad_down",
+                "CREATE TABLE b (id INTEGER PRIMARY KEY);",
+                Some("DROP TABLE no_such_table;"),
+            ),
+            m(
+                5,
+                "good",
+                "ALTER TABLE users ADD COLUMN nick VARCHAR(20);",
+                Some("ALTER TABLE users DROP COLUMN nick;"),
+            ),
+            m(
+                6,
+                "good_index",
+                "CREATE INDEX users_email_idx ON users (email);",
+                Some(drop_index),
+            ),
+        ],
+    )
+    .await;
+    let rt: Vec<_> = r.migrations.iter().map(|m| &m.roundtrip).collect();
+    assert_eq!(rt.len(), 5, "{r:#?}");
+    assert_eq!(rt[0].ok, Some(false), "{r:#?}");
+    assert!(
+        rt[0]
+            .differences
+            .iter()
+            .any(|d| d.contains("users_age_idx") && d.contains("still exists")),
+        "{r:#?}"
+    );
+    assert_eq!(rt[1].ok, Some(false));
+    assert!(rt[1].differences[0].contains("irreversible"), "{r:#?}");
+    assert_eq!(rt[2].ok, Some(false), "{r:#?}");
+    let failed = &rt[2].differences[0];
+    assert!(
+        failed.contains("the down script fails") && failed.to_lowercase().contains("no_such_table"),
+        "the database's own error: {failed}"
+    );
+    assert_eq!(
+        failed.contains("new shadow database"),
+        engine == Engine::MySql,
+        "only MySQL cannot roll a failed down back: {failed}"
+    );
+    assert_eq!(rt[3].ok, Some(true), "{r:#?}");
+    assert_eq!(rt[4].ok, Some(true), "{r:#?}");
+    for m in &r.migrations[3..] {
+        assert!(m.compatible, "{r:#?}");
+    }
+    assert!(
+        r.migrations
+            .iter()
+            .all(|m| m.findings.iter().all(|f| f.rule != Rule::ShadowApplyFailed)),
+        "{r:#?}"
+    );
 }
 
 /// On PostgreSQL the snapshot after a table, view or index statement re-reads only the
@@ -239,6 +324,7 @@ async fn postgres_shadow_proves_roundtrips_and_finds_what_the_parser_cannot_see(
         return;
     };
     common_cases(Engine::Postgres, &url).await;
+    each_pair_on_its_own(Engine::Postgres, &url).await;
 
     // A down that forgets a default and a type.
     let r = run(
@@ -316,6 +402,7 @@ async fn mysql_shadow_proves_roundtrips_and_sees_modify_drop_a_default() {
         return;
     };
     common_cases(Engine::MySql, &url).await;
+    each_pair_on_its_own(Engine::MySql, &url).await;
 
     let r = run(
         Engine::MySql,
@@ -336,4 +423,114 @@ async fn mysql_shadow_proves_roundtrips_and_sees_modify_drop_a_default() {
         "{r:#?}"
     );
     assert_eq!(m0.roundtrip.ok, Some(true), "{r:#?}");
+}
+
+/// With a kept base, two checks of the same history at once both work (the first time both
+/// find no base and build it; one keeps its copy, the other drops its own), a later check
+/// copies the base, and every verdict is the one a check without a kept base gives. `ferry
+/// compat clean`'s library call removes the base.
+async fn kept_base_cases(engine: Engine, url: &DatabaseUrl) {
+    let dir = tempfile::tempdir().unwrap();
+    // A history no other run has: its base does not exist yet.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let unique = format!("t_{}_{nanos}", std::process::id());
+    let mut all = vec![
+        m(1, "base", BASE_UP, Some("DROP TABLE users;")),
+        m(
+            2,
+            "unique",
+            &format!("CREATE TABLE {unique} (id INTEGER PRIMARY KEY);"),
+            Some(&format!("DROP TABLE {unique};")),
+        ),
+        m(
+            3,
+            "add_nick",
+            "ALTER TABLE users ADD COLUMN nick VARCHAR(20);",
+            Some("ALTER TABLE users DROP COLUMN nick;"),
+        ),
+        m(
+            4,
+            "forgets_index",
+            "CREATE INDEX users_age_idx ON users (age);",
+            Some("SELECT 1;"),
+        ),
+        m(
+            5,
+            "drops_email",
+            "ALTER TABLE users DROP COLUMN email;",
+            None,
+        ),
+    ];
+    all.reverse();
+    let plain = CheckOptions {
+        shadow_url: Some(url.clone()),
+        ..CheckOptions::new(engine)
+    };
+    let kept = CheckOptions {
+        kept_base: Some(ferry_compat::KeptBase::new(dir.path().to_path_buf())),
+        ..plain.clone()
+    };
+    let verdicts = |r: &Report| -> Vec<(i64, bool, Option<bool>, Vec<Rule>)> {
+        r.migrations
+            .iter()
+            .map(|m| {
+                (
+                    m.version,
+                    m.compatible,
+                    m.roundtrip.ok,
+                    m.findings.iter().map(|f| f.rule).collect(),
+                )
+            })
+            .collect()
+    };
+    let expected = verdicts(&check(&all, Some(2), &plain).await.expect("plain check"));
+    assert_eq!(
+        expected.iter().map(|(_, _, ok, _)| *ok).collect::<Vec<_>>(),
+        [Some(true), Some(false), Some(false)],
+        "{expected:?}"
+    );
+    let (a, b) =
+        futures_util::future::join(check(&all, Some(2), &kept), check(&all, Some(2), &kept)).await;
+    assert_eq!(verdicts(&a.expect("first of two at once")), expected);
+    assert_eq!(verdicts(&b.expect("second of two at once")), expected);
+    // Warm: the base is there and is copied; twice at once again.
+    let (a, b) =
+        futures_util::future::join(check(&all, Some(2), &kept), check(&all, Some(2), &kept)).await;
+    assert_eq!(verdicts(&a.expect("warm")), expected);
+    assert_eq!(verdicts(&b.expect("warm")), expected);
+    // Another base version is another base.
+    let above_1 = check(&all, Some(1), &kept).await.expect("base 1");
+    assert_eq!(above_1.migrations.len(), 4);
+    let kept_base = kept.kept_base.as_ref().unwrap();
+    let removed = ferry_compat::clean_kept_bases(url, kept_base)
+        .await
+        .expect("clean");
+    assert!(removed.len() >= 2, "both bases are removed: {removed:?}");
+    assert!(
+        removed.iter().all(|r| r.contains("ferry_base_")),
+        "{removed:?}"
+    );
+    // After clean the next check builds the base again.
+    let again = check(&all, Some(2), &kept).await.expect("after clean");
+    assert_eq!(verdicts(&again), expected);
+    ferry_compat::clean_kept_bases(url, kept_base)
+        .await
+        .expect("clean");
+}
+
+#[tokio::test]
+async fn postgres_kept_base_serves_checks_at_once() {
+    let Some((_db, url)) = server(Kind::Postgres).await else {
+        return;
+    };
+    kept_base_cases(Engine::Postgres, &url).await;
+}
+
+#[tokio::test]
+async fn sqlite_kept_base_serves_checks_at_once() {
+    let (_db, url) = server(Kind::Sqlite).await.expect("sqlite needs no server");
+    kept_base_cases(Engine::Sqlite, &url).await;
 }
