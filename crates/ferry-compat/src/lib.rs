@@ -43,8 +43,10 @@
 
 mod analyze;
 mod annotations;
+mod ddl;
 mod error;
 mod model;
+mod parse;
 mod queries;
 mod rules;
 mod shadow;
@@ -224,7 +226,7 @@ pub fn check_static(
             analyzer.learn(&m.up);
             continue;
         }
-        let findings = analyzer.analyze(&m.up);
+        let findings = analyzer.analyze_in(&m.up, m.up_transaction);
         let roundtrip = match &m.down {
             None => Roundtrip {
                 ok: Some(false),
