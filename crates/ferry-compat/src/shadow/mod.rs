@@ -22,6 +22,7 @@ mod inspector;
 mod mysql;
 mod old_queries;
 mod postgres;
+mod probe;
 pub mod scope;
 mod split;
 mod sqlite;
@@ -273,6 +274,9 @@ async fn run_with(
                 let prev = snaps.last().unwrap_or(&base_snap);
                 let changes = diff(prev, &snap);
                 let mut found = incompatibilities(&base_snap, &changes);
+                inspector
+                    .judge_views(url, &base_snap, &snap, &mut found)
+                    .await?;
                 if may_break_queries(&changes) {
                     let changed = changed_relations(engine, &changes);
                     found.extend(
