@@ -94,6 +94,15 @@ fn lower(node: &NodeEnum, text: &str, out: &mut Vec<Stmt>) {
                 materialized: true,
             }
         }
+        // CREATE TABLE … AS: a table of this migration (its columns come from the query).
+        NodeEnum::CreateTableAsStmt(c)
+            if ObjectType::try_from(c.objtype) == Ok(ObjectType::ObjectTable) =>
+        {
+            Stmt::CreateTable {
+                name: range_var(c.into.as_deref().and_then(|i| i.rel.as_ref())),
+                columns: Vec::new(),
+            }
+        }
         NodeEnum::CreateFunctionStmt(f) => {
             let args = f
                 .parameters
@@ -790,6 +799,15 @@ mod tests {
         assert_eq!(ops.len(), 2, "{ops:?}");
         assert!(ops[0].starts_with("DropColumn(\"age\")"), "{ops:?}");
         assert!(ops[1].starts_with("RenameColumn"), "{ops:?}");
+    }
+
+    #[test]
+    fn create_table_as_creates_a_table() {
+        let stmts = parse("CREATE TABLE archive AS SELECT * FROM orders").expect("parses");
+        assert!(
+            matches!(&stmts[0], Stmt::CreateTable { name, .. } if name.key() == "archive"),
+            "{stmts:?}"
+        );
     }
 
     #[test]
