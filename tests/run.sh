@@ -22,6 +22,8 @@ command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v haproxy >/dev/null || [ -n "${FERRY_TEST_HAPROXY:-}" ] || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v git >/dev/null || need_apt+=(git)
+# libclang for bindgen in pg_query's build script (ferry-compat reads PostgreSQL with its own grammar).
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || [ -n "${LIBCLANG_PATH:-}" ] || need_apt+=(libclang-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ $root = 1 ]; then
     log "installing ${need_apt[*]}"
@@ -29,6 +31,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   else
     missing+=("sudo apt-get install -y ${need_apt[*]}")
   fi
+fi
+
+# `--install-only`: just the Debian packages, which the build itself needs (libclang), so that
+# `.ci/run` can install them before clippy compiles anything.
+if [ "${1:-}" = --install-only ]; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    printf 'The build needs these first (see DEVELOPERS.md):\n  %s\n' "${missing[@]}" >&2
+    exit 2
+  fi
+  exit 0
 fi
 
 # The S3-compatible servers ferry-store's tests start themselves (DEVELOPERS.md): s3s-fs (checks

@@ -1,20 +1,25 @@
 //! The static layer: walks each statement of an up script, keeps the schema model current and
-//! emits findings. Never fails: a statement sqlparser cannot read becomes an `unparsed` finding.
+//! emits findings. Never fails: a statement the parser cannot read becomes an `unparsed` finding.
+//!
+//! A migration is judged by its **end state**: an object dropped and created again with the same
+//! name in one transactional migration is compared with what it was (a view's columns and their
+//! types, a function's signature and return type, a trigger's table, a type's values or
+//! attributes), and only what the previous version lost is reported. A table renamed and
+//! replaced by a view under its old name is judged the same way. Outside a transaction (a
+//! `-- ferry:no-transaction` migration, and MySQL, which commits each statement) the gap between
+//! the drop and the create is real, and the drop stays a finding.
 
 use std::collections::HashMap;
 
 use ferry_core::Engine;
-use sqlparser::ast::{
-    AlterColumnOperation, AlterTableAlgorithm, AlterTableOperation, AlterTypeOperation, ColumnDef,
-    ColumnOption, FromTable, ObjectName, ObjectType, RenameTableNameKind, Statement,
-    TableConstraint, TableFactor, TableWithJoins,
-};
+use sqlparser::ast::Statement;
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
 use crate::Finding;
 use crate::annotations::Annotations;
-use crate::model::{Column, Schema, Table};
+use crate::ddl::{AlterOp, ColumnSpec, Constraint, From, Name, Query, Stmt, Target, TypeShape};
+use crate::model::{Column, Function, Schema, Table, TypeDef, View, ViewColumns};
 use crate::rules::Rule;
 use crate::types::{Change, compare};
 
@@ -23,21 +28,71 @@ pub struct Analyzer {
     schema: Schema,
 }
 
+/// An object of the previous version dropped in this script, as it was.
+#[derive(Debug, Clone)]
+enum Before {
+    View(Option<View>),
+    /// The overloads dropped (all of them when the drop named no arguments).
+    Functions(Vec<Function>),
+    Type(Option<TypeDef>),
+    Trigger,
+}
+
+impl Before {
+    fn kind(&self) -> &'static str {
+        match self {
+            Before::View(_) => "view",
+            Before::Functions(_) => "function",
+            Before::Type(_) => "type",
+            Before::Trigger => "trigger",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Gone {
+    key: String,
+    display: String,
+    before: Before,
+    /// The drop finding, to withdraw when the end state shows nothing was lost.
+    rule: Rule,
+    object: String,
+    line: usize,
+}
+
 /// Per-script state while analysing.
 struct Run {
     learning: bool,
+    /// Whether the script runs in one transaction, so the previous version never sees the
+    /// state between two of its statements.
+    atomic: bool,
     findings: Vec<Finding>,
     /// Tables dropped in this script, as they were, for SQLite's rebuild pattern
     /// (create new_t, copy, drop t, rename new_t to t), which is not a drop.
     dropped: HashMap<String, Table>,
     /// Live tables renamed in this script: new key → (old key, old display name, the table as
-    /// it was), for the other rebuild order (rename t to t_old, create t, copy, drop t_old).
+    /// it was), for the other rebuild order (rename t to t_old, create t, copy, drop t_old) and
+    /// for a compatibility view under the old name.
     renamed_away: HashMap<String, (String, String, Table)>,
+    /// Views, functions, types and triggers of the previous version dropped in this script.
+    gone: Vec<Gone>,
+    /// Objects created in this script (`view v`, `function f`, …) → the line of the create.
+    created: HashMap<String, usize>,
     line: usize,
 }
 
 impl Run {
     fn emit(&mut self, rule: Rule, object: impl Into<String>, message: impl Into<String>) {
+        self.emit_at(self.line, rule, object, message);
+    }
+
+    fn emit_at(
+        &mut self,
+        line: usize,
+        rule: Rule,
+        object: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         if self.learning {
             return;
         }
@@ -46,87 +101,38 @@ impl Run {
             class: rule.class(),
             severity: rule.severity(),
             object: object.into(),
-            line: self.line,
+            line,
             message: message.into(),
             hint: rule.hint().to_string(),
             allowed: false,
             reason: None,
         });
     }
-}
 
-fn unquote(s: &str) -> String {
-    s.chars()
-        .filter(|c| !matches!(c, '"' | '`' | '[' | ']'))
-        .collect()
-}
-
-/// The display name of an object (`public.users`).
-fn display(name: &ObjectName) -> String {
-    unquote(&name.to_string())
-}
-
-/// The model key of a table: its last name part, lowercased.
-fn key(name: &ObjectName) -> String {
-    let full = display(name);
-    full.rsplit('.')
-        .next()
-        .unwrap_or(&full)
-        .to_ascii_lowercase()
-}
-
-fn key_of_display(display: &str) -> String {
-    display
-        .rsplit('.')
-        .next()
-        .unwrap_or(display)
-        .to_ascii_lowercase()
-}
-
-fn relation_name(t: &TableWithJoins) -> Option<&ObjectName> {
-    match &t.relation {
-        TableFactor::Table { name, .. } => Some(name),
-        _ => None,
+    /// Whether this script dropped the previous version's `kind` named `key` (a create then
+    /// stands in for it: the previous version uses it).
+    fn recreates(&self, kind: &str, key: &str) -> bool {
+        self.gone
+            .iter()
+            .any(|g| g.key == key && g.before.kind() == kind)
     }
-}
 
-/// Whether a column option gives the column a value when an insert omits it.
-fn provides_value(o: &ColumnOption) -> bool {
-    match o {
-        ColumnOption::Default(_)
-        | ColumnOption::Generated { .. }
-        | ColumnOption::Identity(_)
-        | ColumnOption::Materialized(_)
-        | ColumnOption::Alias(_) => true,
-        other => {
-            let text = other.to_string().to_ascii_lowercase();
-            text.contains("auto_increment") || text.contains("autoincrement")
+    fn withdraw(&mut self, rule: Rule, object: &str, line: usize) {
+        self.findings
+            .retain(|f| !(f.rule == rule && f.object == object && f.line == line));
+    }
+
+    fn amend(&mut self, rule: Rule, object: &str, line: usize, more: &str) {
+        for f in &mut self.findings {
+            if f.rule == rule && f.object == object && f.line == line {
+                f.message.push_str(more);
+            }
         }
     }
 }
 
-fn column_from_parts(data_type: &str, options: &[ColumnOption]) -> Column {
-    let t = data_type.to_ascii_lowercase();
-    let serial = t.contains("serial");
-    Column {
-        not_null: options
-            .iter()
-            .any(|o| matches!(o, ColumnOption::NotNull | ColumnOption::PrimaryKey(_))),
-        default: options
-            .iter()
-            .find_map(|o| match o {
-                ColumnOption::Default(e) => Some(e.to_string()),
-                o if provides_value(o) => Some(o.to_string()),
-                _ => None,
-            })
-            .or_else(|| serial.then(|| "serial".to_string())),
-        data_type: t,
-    }
-}
-
-fn column_from_def(def: &ColumnDef) -> Column {
-    let options: Vec<ColumnOption> = def.options.iter().map(|o| o.option.clone()).collect();
-    column_from_parts(&def.data_type.to_string(), &options)
+fn key_of_display(display: &str) -> String {
+    Name(display.to_string()).key()
 }
 
 /// PostgreSQL functions whose value differs per row: a default calling one rewrites the table.
@@ -175,9 +181,8 @@ fn statement_line(start: usize, text: &str) -> usize {
     }
 }
 
-/// Parses one statement, working around sqlparser gaps for statements ferry knows are safe to
-/// read another way: `DROP INDEX CONCURRENTLY` means, for compatibility, what `DROP INDEX` means.
-/// sqlparser's dialect for an engine.
+/// sqlparser's dialect for an engine (the PostgreSQL one is still what `shadow/scope.rs` and
+/// the old-query tokenizer read with).
 pub(crate) fn dialect(engine: Engine) -> Box<dyn Dialect> {
     match engine {
         Engine::Postgres => Box::new(PostgreSqlDialect {}),
@@ -186,6 +191,9 @@ pub(crate) fn dialect(engine: Engine) -> Box<dyn Dialect> {
     }
 }
 
+/// Parses one statement with sqlparser, working around its gaps for statements ferry knows are
+/// safe to read another way: `DROP INDEX CONCURRENTLY` means, for compatibility, what
+/// `DROP INDEX` means.
 pub(crate) fn parse(
     engine: Engine,
     dialect: &dyn Dialect,
@@ -204,6 +212,72 @@ pub(crate) fn parse(
     })
 }
 
+/// A view's columns and the relations it reads, resolved against the model.
+fn resolve(schema: &Schema, q: &Query) -> (Option<ViewColumns>, Vec<String>) {
+    let mut reads = Vec::new();
+    // Each FROM item: the name it is referred to by, and its columns.
+    let mut items: Vec<(Option<String>, Option<ViewColumns>)> = Vec::new();
+    for f in &q.from {
+        match f {
+            From::Relation { key, alias } => {
+                reads.push(key.clone());
+                items.push((Some(alias.clone()), schema.relation_columns(key)));
+            }
+            From::Subquery { query, alias } => {
+                let (cols, r) = resolve(schema, query);
+                reads.extend(r);
+                items.push((alias.clone(), cols));
+            }
+            From::Opaque => items.push((None, None)),
+        }
+    }
+    let find = |qualifier: &Option<String>, column: &str| -> Option<String> {
+        let column = column.to_ascii_lowercase();
+        items
+            .iter()
+            .filter(|(alias, _)| {
+                qualifier
+                    .as_ref()
+                    .is_none_or(|q| alias.as_deref() == Some(&q.to_ascii_lowercase()))
+            })
+            .filter_map(|(_, cols)| cols.as_ref())
+            .flat_map(|cols| cols.iter())
+            .find(|(n, _)| *n == column)
+            .and_then(|(_, t)| t.clone())
+    };
+    let mut out: ViewColumns = Vec::new();
+    let mut known = true;
+    for t in &q.targets {
+        match t {
+            Target::Star(qualifier) => {
+                for (alias, cols) in &items {
+                    if qualifier
+                        .as_ref()
+                        .is_some_and(|q| alias.as_deref() != Some(&q.to_ascii_lowercase()))
+                    {
+                        continue;
+                    }
+                    match cols {
+                        Some(cols) => out.extend(cols.iter().cloned()),
+                        None => known = false,
+                    }
+                }
+            }
+            Target::Column {
+                name,
+                qualifier,
+                column,
+                cast,
+            } => out.push((
+                name.to_ascii_lowercase(),
+                cast.clone().or_else(|| find(qualifier, column)),
+            )),
+            Target::Expr { name, cast } => out.push((name.to_ascii_lowercase(), cast.clone())),
+        }
+    }
+    (known.then_some(out), reads)
+}
+
 impl Analyzer {
     pub fn new(engine: Engine) -> Self {
         Self {
@@ -214,28 +288,37 @@ impl Analyzer {
 
     /// Updates the schema model from an already-applied script; reports nothing.
     pub fn learn(&mut self, script: &str) {
-        self.walk(script, true);
+        self.walk(script, true, true);
     }
 
-    /// Analyses a new script (and updates the model).
+    /// Analyses a new script that runs in one transaction (and updates the model).
     pub fn analyze(&mut self, script: &str) -> Vec<Finding> {
-        let mut findings = self.walk(script, false);
+        self.analyze_in(script, true)
+    }
+
+    /// Analyses a new script; `transaction`: whether it runs in one transaction (MySQL never
+    /// does: it commits each DDL statement).
+    pub fn analyze_in(&mut self, script: &str, transaction: bool) -> Vec<Finding> {
+        let atomic = transaction && self.engine != Engine::MySql;
+        let mut findings = self.walk(script, false, atomic);
         Annotations::parse(script).apply(&mut findings);
         findings
     }
 
-    fn walk(&mut self, script: &str, learning: bool) -> Vec<Finding> {
-        let dialect = dialect(self.engine);
+    fn walk(&mut self, script: &str, learning: bool, atomic: bool) -> Vec<Finding> {
         let mut run = Run {
             learning,
+            atomic,
             findings: Vec::new(),
             dropped: HashMap::new(),
             renamed_away: HashMap::new(),
+            gone: Vec::new(),
+            created: HashMap::new(),
             line: 0,
         };
         for (start, text) in ferry_migrate::sql::split_statements_for(script, self.engine) {
             run.line = statement_line(start, &text);
-            match parse(self.engine, dialect.as_ref(), &text) {
+            match crate::parse::parse(self.engine, &text) {
                 Ok(statements) => {
                     for s in &statements {
                         self.statement(s, &mut run);
@@ -263,19 +346,25 @@ impl Analyzer {
             }
         }
         self.rebuilds_by_rename(&mut run);
+        self.compatibility_views(&mut run);
+        self.end_state(&mut run);
         run.findings
     }
 
     /// `ALTER TABLE t RENAME TO t_old; CREATE TABLE t …; INSERT …; DROP TABLE t_old;` replaces t
     /// in place: report what changed in t's columns, not a rename and a drop.
     fn rebuilds_by_rename(&mut self, run: &mut Run) {
-        let mut renamed: Vec<(String, (String, String, Table))> =
-            run.renamed_away.drain().collect();
+        let mut renamed: Vec<(String, (String, String, Table))> = run
+            .renamed_away
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         renamed.sort_by(|a, b| a.0.cmp(&b.0));
         for (moved, (orig, orig_display, before)) in renamed {
             if !run.dropped.contains_key(&moved) || !self.schema.is_new(&orig) {
                 continue;
             }
+            run.renamed_away.remove(&moved);
             run.findings.retain(|f| {
                 !((f.rule == Rule::RenameTable && f.object.eq_ignore_ascii_case(&orig_display))
                     || (f.rule == Rule::DropTable && key_of_display(&f.object) == moved))
@@ -289,139 +378,625 @@ impl Analyzer {
         }
     }
 
-    fn statement(&mut self, stmt: &Statement, run: &mut Run) {
+    /// `ALTER TABLE products RENAME TO catalog_items; CREATE VIEW products AS SELECT * FROM
+    /// catalog_items;` keeps the previous version working where the view can stand in for the
+    /// table: PostgreSQL, in one transaction, with a view it can insert, update and delete
+    /// through (inserts get the table's defaults) that still has every column.
+    fn compatibility_views(&mut self, run: &mut Run) {
+        let mut renamed: Vec<(String, (String, String, Table))> =
+            run.renamed_away.drain().collect();
+        renamed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (moved, (orig, orig_display, before)) in renamed {
+            let Some(&line) = run.created.get(&format!("view {orig}")) else {
+                continue;
+            };
+            let Some(view) = self.schema.views.get(&orig).cloned() else {
+                continue;
+            };
+            let rename_line = run
+                .findings
+                .iter()
+                .find(|f| f.rule == Rule::RenameTable && f.object == orig_display)
+                .map(|f| f.line);
+            let Some(rename_line) = rename_line else {
+                continue;
+            };
+            let why_not = if self.engine == Engine::Sqlite {
+                Some("SQLite views are read-only, so the previous version's writes to it fail")
+            } else if !run.atomic {
+                Some(
+                    "the migration does not run in one transaction, so between the rename and \
+                     the CREATE VIEW the previous version finds neither",
+                )
+            } else if !(view.updatable && view.reads == [moved.clone()]) {
+                Some(
+                    "that view is not automatically updatable (it must read one table with \
+                     plain columns), so the previous version's INSERT, UPDATE and DELETE fail",
+                )
+            } else if view.columns.is_none() {
+                Some("ferry could not work out that view's columns")
+            } else {
+                None
+            };
+            if let Some(why) = why_not {
+                let more = format!(
+                    "; a view {orig_display} replaces it, but {why}{}",
+                    if self.engine == Engine::Postgres && view.columns.is_none() {
+                        " (the shadow database's check compares them)"
+                    } else {
+                        ""
+                    }
+                );
+                run.amend(Rule::RenameTable, &orig_display, rename_line, &more);
+                continue;
+            }
+            run.withdraw(Rule::RenameTable, &orig_display, rename_line);
+            let cols: HashMap<String, Option<String>> =
+                view.columns.unwrap_or_default().into_iter().collect();
+            let mut names: Vec<&String> = before.columns.keys().collect();
+            names.sort();
+            for name in names {
+                let obj = format!("{orig_display}.{name}");
+                match cols.get(name) {
+                    None => run.emit_at(
+                        line,
+                        Rule::DropColumn,
+                        obj,
+                        format!(
+                            "the view {orig_display} that replaces the table {orig_display} has no \
+                             column {name}: the previous version still reads or writes it"
+                        ),
+                    ),
+                    Some(Some(t)) if compare(&before.columns[name].data_type, t) == Change::Narrow => {
+                        run.emit_at(
+                            line,
+                            Rule::NarrowingTypeChange,
+                            obj,
+                            format!(
+                                "the view {orig_display} that replaces the table changes {name} from {} to {t}",
+                                before.columns[name].data_type
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Compares each view, function, type and trigger this script dropped with what the script
+    /// left under its name (see the module doc).
+    fn end_state(&mut self, run: &mut Run) {
+        let gone = std::mem::take(&mut run.gone);
+        for g in gone {
+            let kind = g.before.kind();
+            let Some(&line) = run.created.get(&format!("{kind} {}", g.key)) else {
+                continue;
+            };
+            if !run.atomic {
+                let more = format!(
+                    "; it is created again on line {line}, but the migration does not run in one \
+                     transaction{}, so in between the previous version fails",
+                    if self.engine == Engine::MySql {
+                        " (MySQL commits each statement)"
+                    } else {
+                        ""
+                    }
+                );
+                run.amend(g.rule, &g.object, g.line, &more);
+                continue;
+            }
+            run.withdraw(g.rule, &g.object, g.line);
+            match &g.before {
+                Before::View(before) => self.compare_view(&g, before.as_ref(), line, run),
+                Before::Functions(before) => self.compare_functions(&g, before, line, run),
+                Before::Type(before) => self.compare_type(&g, before.as_ref(), line, run),
+                Before::Trigger => {}
+            }
+        }
+    }
+
+    fn not_compared(&self, g: &Gone, line: usize, run: &mut Run, why: &str) {
+        run.emit_at(
+            line,
+            Rule::RecreatedNotCompared,
+            g.display.clone(),
+            format!(
+                "{} is dropped and created again in this migration, but {why}, so ferry did not \
+                 compare what the previous version used with what is there now",
+                g.display
+            ),
+        );
+    }
+
+    fn compare_view(&self, g: &Gone, before: Option<&View>, line: usize, run: &mut Run) {
+        let now = self.schema.views.get(&g.key);
+        let (Some(old), Some(new)) = (
+            before.and_then(|v| v.columns.as_ref()),
+            now.and_then(|v| v.columns.as_ref()),
+        ) else {
+            let which = if before.is_none() {
+                "no migration ferry read created the view"
+            } else {
+                "ferry could not work out the view's columns"
+            };
+            return self.not_compared(g, line, run, which);
+        };
+        let new: HashMap<&str, &Option<String>> =
+            new.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for (name, old_type) in old {
+            let obj = format!("{}.{name}", g.display);
+            match new.get(name.as_str()) {
+                None => run.emit_at(
+                    line,
+                    Rule::DropColumn,
+                    obj,
+                    format!(
+                        "view {} is dropped and created again without column {name}: the \
+                         previous version still reads it",
+                        g.display
+                    ),
+                ),
+                Some(Some(new_type)) => {
+                    if let Some(old_type) = old_type
+                        && matches!(
+                            compare(old_type, new_type),
+                            Change::Narrow | Change::EnumDrop(_)
+                        )
+                    {
+                        run.emit_at(
+                            line,
+                            Rule::NarrowingTypeChange,
+                            obj,
+                            format!(
+                                "view {} is created again with column {name} of type {new_type} \
+                                 instead of {old_type}",
+                                g.display
+                            ),
+                        );
+                    }
+                }
+                Some(None) => {}
+            }
+        }
+    }
+
+    fn compare_functions(&self, g: &Gone, before: &[Function], line: usize, run: &mut Run) {
+        if before.is_empty() {
+            return self.not_compared(g, line, run, "no migration ferry read created the function");
+        }
+        let now = self
+            .schema
+            .functions
+            .get(&g.key)
+            .cloned()
+            .unwrap_or_default();
+        for old in before {
+            let signature = format!("{}({})", g.display, old.args.join(", "));
+            match now.iter().find(|f| f.args == old.args) {
+                None => run.emit_at(
+                    line,
+                    Rule::DropFunction,
+                    signature.clone(),
+                    format!(
+                        "function {signature} is dropped and created again as {}: the previous \
+                         version calls it with ({})",
+                        now.iter()
+                            .map(|f| format!("{}({})", g.display, f.args.join(", ")))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        old.args.join(", ")
+                    ),
+                ),
+                Some(f) => {
+                    let same = match (&old.returns, &f.returns) {
+                        (Some(a), Some(b)) => {
+                            a.eq_ignore_ascii_case(b) || compare(a, b) == Change::Same
+                        }
+                        (a, b) => a == b,
+                    };
+                    if !same {
+                        run.emit_at(
+                            line,
+                            Rule::DropFunction,
+                            signature.clone(),
+                            format!(
+                                "function {signature} is created again returning {} instead of \
+                                 {}: the previous version reads the old result",
+                                f.returns.as_deref().unwrap_or("nothing"),
+                                old.returns.as_deref().unwrap_or("nothing")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn compare_type(&self, g: &Gone, before: Option<&TypeDef>, line: usize, run: &mut Run) {
+        let now = self.schema.types.get(&g.key);
+        let (Some(old), Some(new)) = (before, now) else {
+            return self.not_compared(g, line, run, "no migration ferry read created the type");
+        };
+        match (&old.shape, &new.shape) {
+            (TypeShape::Enum(a), TypeShape::Enum(b)) => {
+                for v in a.iter().filter(|v| !b.contains(v)) {
+                    run.emit_at(
+                        line,
+                        Rule::DropEnumValue,
+                        format!("{}.{v}", g.display),
+                        format!(
+                            "type {} is created again without the value '{v}': the previous \
+                             version still writes it",
+                            g.display
+                        ),
+                    );
+                }
+            }
+            (TypeShape::Composite(a), TypeShape::Composite(b)) => {
+                for (name, t) in a {
+                    let lost = match b.iter().find(|(n, _)| n == name) {
+                        None => Some(format!("without the attribute {name}")),
+                        Some((_, nt)) if compare(t, nt) == Change::Narrow => {
+                            Some(format!("with {name} of type {nt} instead of {t}"))
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(lost) = lost {
+                        run.emit_at(
+                            line,
+                            Rule::DropType,
+                            format!("{}.{name}", g.display),
+                            format!(
+                                "type {} is created again {lost}: the previous version still uses it",
+                                g.display
+                            ),
+                        );
+                    }
+                }
+            }
+            (TypeShape::Other, TypeShape::Other) => {}
+            _ => run.emit_at(
+                line,
+                Rule::DropType,
+                g.display.clone(),
+                format!(
+                    "type {} is created again as a different kind of type: the previous version \
+                     still uses it as it was",
+                    g.display
+                ),
+            ),
+        }
+    }
+
+    fn statement(&mut self, stmt: &Stmt, run: &mut Run) {
         match stmt {
-            Statement::CreateTable(ct) => {
+            Stmt::CreateTable { name, columns } => {
                 let mut table = Table {
                     new: !run.learning,
                     ..Table::default()
                 };
-                for c in &ct.columns {
+                for c in columns {
                     table
                         .columns
-                        .insert(c.name.value.to_ascii_lowercase(), column_from_def(c));
+                        .insert(c.name.to_ascii_lowercase(), c.column.clone());
                 }
-                self.schema.tables.insert(key(&ct.name), table);
+                self.schema.tables.insert(name.key(), table);
             }
-            Statement::CreateIndex(ci) => {
-                let t = key(&ci.table_name);
-                if self.schema.is_new(&t) {
+            Stmt::CreateIndex {
+                name,
+                table,
+                unique,
+                concurrently,
+            } => {
+                if self.schema.is_new(&table.key()) {
                     return;
                 }
-                let obj = ci
-                    .name
-                    .as_ref()
-                    .map(display)
-                    .unwrap_or_else(|| display(&ci.table_name));
-                if ci.unique {
+                let obj = name.as_ref().unwrap_or(table).display().to_string();
+                if *unique {
                     run.emit(
                         Rule::UniqueIndex,
                         obj.clone(),
                         format!(
                             "unique index {obj} on {}: inserts and updates of the previous version that write duplicates start failing (and the build fails if duplicates exist)",
-                            display(&ci.table_name)
+                            table.display()
                         ),
                     );
                 }
-                if self.engine == Engine::Postgres && !ci.concurrently {
+                if self.engine == Engine::Postgres && !concurrently {
                     run.emit(
                         Rule::NonConcurrentIndex,
                         obj.clone(),
                         format!(
                             "CREATE INDEX {obj} without CONCURRENTLY blocks writes to {} while the index builds",
-                            display(&ci.table_name)
+                            table.display()
                         ),
                     );
                 }
             }
-            Statement::AlterTable(at) => self.alter_table(&at.name, &at.operations, run),
-            Statement::AlterType(at) => {
-                if let AlterTypeOperation::RenameValue(rv) = &at.operation {
-                    let obj = format!("{}.{}", display(&at.name), rv.from.value);
-                    run.emit(
-                        Rule::RenameEnumValue,
-                        obj,
-                        format!(
-                            "enum value '{}' of {} renamed to '{}': the previous version still writes and compares the old value",
-                            rv.from.value,
-                            display(&at.name),
-                            rv.to.value
-                        ),
-                    );
-                }
-            }
-            Statement::Drop {
-                object_type, names, ..
+            Stmt::AlterTable { name, ops, online } => self.alter_table(name, ops, *online, run),
+            Stmt::RenameTable { old, new } => self.rename_table(old, new, run),
+            Stmt::RenameEnumValue {
+                type_name,
+                from,
+                to,
             } => {
+                let obj = format!("{}.{from}", type_name.display());
+                run.emit(
+                    Rule::RenameEnumValue,
+                    obj,
+                    format!(
+                        "enum value '{from}' of {} renamed to '{to}': the previous version still writes and compares the old value",
+                        type_name.display()
+                    ),
+                );
+                if let Some(TypeDef {
+                    shape: TypeShape::Enum(values),
+                    ..
+                }) = self.schema.types.get_mut(&type_name.key())
+                {
+                    for v in values.iter_mut().filter(|v| *v == from) {
+                        *v = to.clone();
+                    }
+                }
+            }
+            Stmt::DropTables { names, cascade } => {
                 for name in names {
-                    let k = key(name);
-                    let obj = display(name);
-                    let (rule, what) = match object_type {
-                        ObjectType::Table => {
-                            if let Some(t) = self.schema.tables.remove(&k) {
-                                let new = t.new;
-                                run.dropped.insert(k.clone(), t);
-                                if new {
-                                    continue;
-                                }
-                            }
-                            (Rule::DropTable, "table")
+                    let k = name.key();
+                    let obj = name.display().to_string();
+                    if let Some(t) = self.schema.tables.remove(&k) {
+                        let new = t.new;
+                        run.dropped.insert(k.clone(), t);
+                        if *cascade {
+                            self.cascade_views(&k, &obj, run);
                         }
-                        ObjectType::View | ObjectType::MaterializedView => (Rule::DropView, "view"),
-                        ObjectType::Type => (Rule::DropType, "type"),
-                        ObjectType::Sequence => (Rule::DropSequence, "sequence"),
-                        _ => continue,
-                    };
+                        if new {
+                            continue;
+                        }
+                    }
                     run.emit(
-                        rule,
+                        Rule::DropTable,
                         obj.clone(),
                         format!(
-                            "{what} {obj} is dropped: the previous version still uses it{}",
-                            if rule == Rule::DropTable {
-                                ", and its rows are lost"
-                            } else {
-                                ""
-                            }
+                            "table {obj} is dropped: the previous version still uses it, and its rows are lost"
                         ),
                     );
                 }
             }
-            Statement::DropFunction(df) => {
-                for f in &df.func_desc {
-                    let obj = display(&f.name);
+            Stmt::DropViews { names, cascade, .. } => {
+                for name in names {
+                    let k = name.key();
+                    let before = self.schema.views.remove(&k);
+                    if !before.as_ref().is_some_and(|v| v.new) {
+                        let obj = name.display().to_string();
+                        run.emit(
+                            Rule::DropView,
+                            obj.clone(),
+                            format!("view {obj} is dropped: the previous version still uses it"),
+                        );
+                        run.gone.push(Gone {
+                            key: k.clone(),
+                            display: obj.clone(),
+                            before: Before::View(before),
+                            rule: Rule::DropView,
+                            object: obj,
+                            line: run.line,
+                        });
+                    }
+                    if *cascade {
+                        self.cascade_views(&k, name.display(), run);
+                    }
+                }
+            }
+            Stmt::DropTypes { names, cascade } => {
+                for name in names {
+                    let k = name.key();
+                    let before = self.schema.types.remove(&k);
+                    if !before.as_ref().is_some_and(|t| t.new) {
+                        let obj = name.display().to_string();
+                        run.emit(
+                            Rule::DropType,
+                            obj.clone(),
+                            format!("type {obj} is dropped: the previous version still uses it"),
+                        );
+                        run.gone.push(Gone {
+                            key: k.clone(),
+                            display: obj.clone(),
+                            before: Before::Type(before),
+                            rule: Rule::DropType,
+                            object: obj,
+                            line: run.line,
+                        });
+                    }
+                    if *cascade {
+                        self.cascade_type(&k, name.display(), run);
+                    }
+                }
+            }
+            Stmt::DropSequences { names } => {
+                for name in names {
+                    let obj = name.display().to_string();
                     run.emit(
-                        Rule::DropFunction,
+                        Rule::DropSequence,
                         obj.clone(),
-                        format!(
-                            "function {obj} is dropped: the previous version may still call it"
-                        ),
+                        format!("sequence {obj} is dropped: the previous version still uses it"),
                     );
                 }
             }
-            Statement::DropProcedure { proc_desc, .. } => {
-                for f in proc_desc {
-                    let obj = display(&f.name);
-                    run.emit(
-                        Rule::DropFunction,
-                        obj.clone(),
-                        format!(
-                            "procedure {obj} is dropped: the previous version may still call it"
-                        ),
-                    );
-                }
-            }
-            Statement::RenameTable(renames) => {
-                for r in renames {
-                    self.rename_table(&r.old_name, &r.new_name, run);
-                }
-            }
-            Statement::Truncate(t) => {
-                for target in &t.table_names {
-                    let k = key(&target.name);
-                    if self.schema.is_new(&k) {
+            Stmt::DropFunctions {
+                functions,
+                procedure,
+            } => {
+                let what = if *procedure { "procedure" } else { "function" };
+                for (name, args) in functions {
+                    let k = name.key();
+                    let overloads = self.schema.functions.remove(&k).unwrap_or_default();
+                    let (dropped, kept): (Vec<Function>, Vec<Function>) =
+                        overloads.into_iter().partition(|f| {
+                            args.as_ref().is_none_or(|a| {
+                                a.len() == f.args.len()
+                                    && a.iter()
+                                        .zip(&f.args)
+                                        .all(|(x, y)| x.eq_ignore_ascii_case(y))
+                            })
+                        });
+                    if !kept.is_empty() {
+                        self.schema.functions.insert(k.clone(), kept);
+                    }
+                    if !dropped.is_empty() && dropped.iter().all(|f| f.new) {
                         continue;
                     }
-                    let obj = display(&target.name);
+                    let obj = name.display().to_string();
+                    run.emit(
+                        Rule::DropFunction,
+                        obj.clone(),
+                        format!("{what} {obj} is dropped: the previous version may still call it"),
+                    );
+                    run.gone.push(Gone {
+                        key: k,
+                        display: obj.clone(),
+                        before: Before::Functions(dropped),
+                        rule: Rule::DropFunction,
+                        object: obj,
+                        line: run.line,
+                    });
+                }
+            }
+            Stmt::DropTrigger { name, table } => {
+                let key = match table {
+                    Some(t) => format!("{}.{}", t.key(), name.to_ascii_lowercase()),
+                    None => {
+                        // MySQL and SQLite: trigger names are unique in the schema.
+                        let suffix = format!(".{}", name.to_ascii_lowercase());
+                        self.schema
+                            .triggers
+                            .keys()
+                            .find(|k| k.ends_with(&suffix))
+                            .cloned()
+                            .unwrap_or_else(|| name.to_ascii_lowercase())
+                    }
+                };
+                let new = self.schema.triggers.remove(&key);
+                if new == Some(true) {
+                    return;
+                }
+                let obj = match table {
+                    Some(t) => format!("{}.{name}", t.display()),
+                    None => key.clone(),
+                };
+                run.emit(
+                    Rule::DropTrigger,
+                    obj.clone(),
+                    format!(
+                        "trigger {obj} is dropped: the previous version may rely on what it does \
+                         (fill a column, keep a table in step)"
+                    ),
+                );
+                run.gone.push(Gone {
+                    key,
+                    display: obj.clone(),
+                    before: Before::Trigger,
+                    rule: Rule::DropTrigger,
+                    object: obj,
+                    line: run.line,
+                });
+            }
+            Stmt::CreateView {
+                name,
+                aliases,
+                query,
+                materialized,
+            } => {
+                let (mut columns, reads) = match query {
+                    Some(q) => resolve(&self.schema, q),
+                    None => (None, Vec::new()),
+                };
+                if !aliases.is_empty() {
+                    columns = columns.map(|cols| {
+                        cols.into_iter()
+                            .enumerate()
+                            .map(|(i, (n, t))| match aliases.get(i) {
+                                Some(a) => (a.to_ascii_lowercase(), t),
+                                None => (n, t),
+                            })
+                            .collect()
+                    });
+                    // With `*` the order of the model's columns is not the view's.
+                    if query
+                        .as_ref()
+                        .is_some_and(|q| q.targets.iter().any(|t| matches!(t, Target::Star(_))))
+                    {
+                        columns = None;
+                    }
+                }
+                let updatable = !materialized
+                    && query.as_ref().is_some_and(|q| q.simple)
+                    && reads.len() == 1
+                    && (self.schema.tables.contains_key(&reads[0])
+                        || self
+                            .schema
+                            .views
+                            .get(&reads[0])
+                            .is_some_and(|v| v.updatable));
+                let k = name.key();
+                let new = !run.learning
+                    && !run.recreates("view", &k)
+                    && !run.renamed_away.values().any(|(old, _, _)| *old == k)
+                    && self.schema.views.get(&k).is_none_or(|v| v.new);
+                self.schema.views.insert(
+                    k.clone(),
+                    View {
+                        columns,
+                        reads,
+                        updatable,
+                        new,
+                    },
+                );
+                run.created.insert(format!("view {k}"), run.line);
+            }
+            Stmt::CreateFunction {
+                name,
+                args,
+                returns,
+            } => {
+                let k = name.key();
+                let new = !run.learning && !run.recreates("function", &k);
+                let overloads = self.schema.functions.entry(k.clone()).or_default();
+                match overloads.iter_mut().find(|f| &f.args == args) {
+                    // CREATE OR REPLACE: PostgreSQL refuses a different return type itself.
+                    Some(f) => f.returns = returns.clone(),
+                    None => overloads.push(Function {
+                        args: args.clone(),
+                        returns: returns.clone(),
+                        new,
+                    }),
+                }
+                run.created.insert(format!("function {k}"), run.line);
+            }
+            Stmt::CreateTrigger { name, table } => {
+                let k = format!("{}.{}", table.key(), name.to_ascii_lowercase());
+                let new = !run.learning && !run.recreates("trigger", &k);
+                self.schema.triggers.entry(k.clone()).or_insert(new);
+                run.created.insert(format!("trigger {k}"), run.line);
+            }
+            Stmt::CreateType { name, shape } => {
+                let k = name.key();
+                let new = !run.learning && !run.recreates("type", &k);
+                self.schema.types.insert(
+                    k.clone(),
+                    TypeDef {
+                        shape: shape.clone(),
+                        new,
+                    },
+                );
+                run.created.insert(format!("type {k}"), run.line);
+            }
+            Stmt::Truncate { tables } => {
+                for target in tables {
+                    if self.schema.is_new(&target.key()) {
+                        continue;
+                    }
+                    let obj = target.display().to_string();
                     run.emit(
                         Rule::Truncate,
                         obj.clone(),
@@ -429,15 +1004,12 @@ impl Analyzer {
                     );
                 }
             }
-            Statement::Delete(d) if d.selection.is_none() => {
-                let from = match &d.from {
-                    FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v) => v,
-                };
-                for name in from.iter().filter_map(relation_name) {
-                    if self.schema.is_new(&key(name)) {
+            Stmt::DeleteAll { tables } => {
+                for name in tables {
+                    if self.schema.is_new(&name.key()) {
                         continue;
                     }
-                    let obj = display(name);
+                    let obj = name.display().to_string();
                     run.emit(
                         Rule::DeleteWithoutWhere,
                         obj.clone(),
@@ -445,33 +1017,105 @@ impl Analyzer {
                     );
                 }
             }
-            Statement::Update(u) if u.selection.is_none() => {
-                if let Some(name) = relation_name(&u.table) {
-                    if self.schema.is_new(&key(name)) {
-                        return;
-                    }
-                    let obj = display(name);
-                    let cols: Vec<String> = u
-                        .assignments
-                        .iter()
-                        .map(|a| unquote(&a.target.to_string()))
-                        .collect();
-                    run.emit(
-                        Rule::UpdateWithoutWhere,
-                        obj.clone(),
-                        format!(
-                            "UPDATE without WHERE overwrites {} in every row of {obj}",
-                            cols.join(", ")
-                        ),
-                    );
+            Stmt::UpdateAll { table, columns } => {
+                if self.schema.is_new(&table.key()) {
+                    return;
                 }
+                let obj = table.display().to_string();
+                run.emit(
+                    Rule::UpdateWithoutWhere,
+                    obj.clone(),
+                    format!(
+                        "UPDATE without WHERE overwrites {} in every row of {obj}",
+                        columns.join(", ")
+                    ),
+                );
             }
-            _ => {}
+            Stmt::BodyUnread { what, error } => {
+                run.emit(
+                    Rule::Unparsed,
+                    what.clone(),
+                    format!(
+                        "not analysed: {what} could not be read by PostgreSQL's PL/pgSQL parser ({error})"
+                    ),
+                );
+            }
+            Stmt::Other => {}
         }
     }
 
-    fn rename_table(&mut self, old: &ObjectName, new: &ObjectName, run: &mut Run) {
-        let (ok, nk) = (key(old), key(new));
+    /// `DROP … CASCADE` of a relation drops the views that read it (and the views that read
+    /// those).
+    fn cascade_views(&mut self, key: &str, by: &str, run: &mut Run) {
+        let mut dependants: Vec<String> = self
+            .schema
+            .views
+            .iter()
+            .filter(|(_, v)| v.reads.iter().any(|r| r == key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        dependants.sort();
+        for k in dependants {
+            let Some(before) = self.schema.views.remove(&k) else {
+                continue;
+            };
+            self.cascade_views(&k, by, run);
+            if before.new {
+                continue;
+            }
+            run.emit(
+                Rule::DropView,
+                k.clone(),
+                format!(
+                    "view {k} is dropped with {by} (CASCADE): the previous version still uses it"
+                ),
+            );
+            run.gone.push(Gone {
+                key: k.clone(),
+                display: k.clone(),
+                before: Before::View(Some(before)),
+                rule: Rule::DropView,
+                object: k,
+                line: run.line,
+            });
+        }
+    }
+
+    /// `DROP TYPE … CASCADE` drops every column of that type.
+    fn cascade_type(&mut self, key: &str, by: &str, run: &mut Run) {
+        let mut lost = Vec::new();
+        for (t, table) in &mut self.schema.tables {
+            let cols: Vec<String> = table
+                .columns
+                .iter()
+                .filter(|(_, c)| {
+                    let base = c.data_type.trim_end_matches("[]");
+                    key_of_display(base) == key
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for c in cols {
+                table.columns.remove(&c);
+                if !table.new {
+                    lost.push(format!("{t}.{c}"));
+                }
+            }
+        }
+        lost.sort();
+        for obj in lost {
+            run.emit(
+                Rule::DropColumn,
+                obj.clone(),
+                format!(
+                    "column {obj} is dropped with type {by} (CASCADE): the previous version still \
+                     reads or writes it, and its values are lost"
+                ),
+            );
+        }
+    }
+
+    fn rename_table(&mut self, old: &Name, new: &Name, run: &mut Run) {
+        let (ok, nk) = (old.key(), new.key());
         let table = self.schema.tables.remove(&ok);
         let was_new = table.as_ref().is_some_and(|t| t.new);
         if let Some(mut t) = table {
@@ -479,11 +1123,11 @@ impl Analyzer {
                 // SQLite's rebuild: the new table takes the dropped one's place. Not a drop and
                 // not a rename; what changed is the difference between the two column sets.
                 run.findings.retain(|f| {
-                    !(f.rule == Rule::DropTable && f.object.eq_ignore_ascii_case(&display(new)))
+                    !(f.rule == Rule::DropTable && f.object.eq_ignore_ascii_case(new.display()))
                 });
                 t.new = before.new;
                 if !before.new {
-                    self.diff_rebuild(&display(new), &before, &t, run);
+                    self.diff_rebuild(new.display(), &before, &t, run);
                 }
             }
             self.schema.tables.insert(nk, t);
@@ -491,17 +1135,19 @@ impl Analyzer {
         if was_new {
             return;
         }
-        if let Some(t) = self.schema.tables.get(&key(new)) {
-            run.renamed_away
-                .insert(key(new), (ok.clone(), display(old), t.clone()));
+        if let Some(t) = self.schema.tables.get(&new.key()) {
+            run.renamed_away.insert(
+                new.key(),
+                (ok.clone(), old.display().to_string(), t.clone()),
+            );
         }
         run.emit(
             Rule::RenameTable,
-            display(old),
+            old.display(),
             format!(
                 "table {} is renamed to {}: the previous version still uses the old name",
-                display(old),
-                display(new)
+                old.display(),
+                new.display()
             ),
         );
     }
@@ -552,29 +1198,22 @@ impl Analyzer {
         }
     }
 
-    fn alter_table(&mut self, name: &ObjectName, ops: &[AlterTableOperation], run: &mut Run) {
-        let t = key(name);
-        let tn = display(name);
+    fn alter_table(&mut self, name: &Name, ops: &[AlterOp], online: bool, run: &mut Run) {
+        let t = name.key();
+        let tn = name.display().to_string();
         let is_new = self.schema.is_new(&t);
         // New tables: keep the model current, report nothing (the previous version cannot use it).
         let was_learning = run.learning;
         run.learning |= is_new;
-        let online = ops.iter().any(|o| {
-            matches!(
-                o,
-                AlterTableOperation::Algorithm {
-                    algorithm: AlterTableAlgorithm::Instant | AlterTableAlgorithm::Inplace,
-                    ..
-                }
-            )
-        });
         let mut copies: Vec<String> = Vec::new();
         for op in ops {
             match op {
-                AlterTableOperation::AddColumn { column_def, .. } => {
-                    let c = column_from_def(column_def);
-                    let cn = column_def.name.value.to_ascii_lowercase();
-                    let obj = format!("{tn}.{}", column_def.name.value);
+                AlterOp::AddColumn(ColumnSpec {
+                    name: column,
+                    column: c,
+                }) => {
+                    let cn = column.to_ascii_lowercase();
+                    let obj = format!("{tn}.{column}");
                     if c.not_null && c.default.is_none() {
                         run.emit(
                             Rule::AddNotNullColumnWithoutDefault,
@@ -591,152 +1230,84 @@ impl Analyzer {
                         );
                     }
                     if let Some(table) = self.schema.table_mut(&t) {
-                        table.columns.insert(cn, c);
+                        table.columns.insert(cn, c.clone());
                     }
                 }
-                AlterTableOperation::DropColumn { column_names, .. } => {
-                    for c in column_names {
-                        let obj = format!("{tn}.{}", c.value);
-                        run.emit(
-                            Rule::DropColumn,
-                            obj.clone(),
-                            format!("column {obj} is dropped: the previous version still reads or writes it, and its values are lost"),
-                        );
-                        if let Some(table) = self.schema.table_mut(&t) {
-                            table.columns.remove(&c.value.to_ascii_lowercase());
-                        }
-                    }
-                }
-                AlterTableOperation::RenameColumn {
-                    old_column_name,
-                    new_column_name,
-                } => {
-                    self.rename_column(
-                        &t,
-                        &tn,
-                        &old_column_name.value,
-                        &new_column_name.value,
-                        run,
+                AlterOp::DropColumn(c) => {
+                    let obj = format!("{tn}.{c}");
+                    run.emit(
+                        Rule::DropColumn,
+                        obj.clone(),
+                        format!("column {obj} is dropped: the previous version still reads or writes it, and its values are lost"),
                     );
+                    if let Some(table) = self.schema.table_mut(&t) {
+                        table.columns.remove(&c.to_ascii_lowercase());
+                    }
                 }
-                AlterTableOperation::RenameTable { table_name } => {
-                    let new = match table_name {
-                        RenameTableNameKind::As(n) | RenameTableNameKind::To(n) => n,
-                    };
+                AlterOp::RenameColumn { old, new } => {
+                    self.rename_column(&t, &tn, old, new, run);
+                }
+                AlterOp::RenameTable(new) => {
                     run.learning = was_learning;
                     self.rename_table(name, new, run);
                     run.learning |= is_new;
                 }
-                AlterTableOperation::ChangeColumn {
-                    old_name,
-                    new_name,
+                AlterOp::Restate {
+                    old,
+                    spec,
                     data_type,
-                    options,
-                    ..
                 } => {
-                    if !old_name.value.eq_ignore_ascii_case(&new_name.value) {
-                        self.rename_column(&t, &tn, &old_name.value, &new_name.value, run);
+                    if !old.eq_ignore_ascii_case(&spec.name) {
+                        self.rename_column(&t, &tn, old, &spec.name, run);
                     }
-                    self.modify_column(
-                        &t,
-                        &tn,
-                        &new_name.value,
-                        &data_type.to_string(),
-                        options,
-                        &mut copies,
-                        run,
-                    );
+                    self.modify_column(&t, &tn, spec, data_type, &mut copies, run);
                 }
-                AlterTableOperation::ModifyColumn {
-                    col_name,
-                    data_type,
-                    options,
-                    ..
-                } => {
-                    self.modify_column(
-                        &t,
-                        &tn,
-                        &col_name.value,
-                        &data_type.to_string(),
-                        options,
-                        &mut copies,
-                        run,
-                    );
-                }
-                AlterTableOperation::AlterColumn { column_name, op } => {
-                    let cn = column_name.value.to_ascii_lowercase();
-                    let obj = format!("{tn}.{}", column_name.value);
-                    match op {
-                        AlterColumnOperation::SetNotNull => {
-                            let already = self.schema.column(&t, &cn).is_some_and(|c| c.not_null);
-                            if !already {
-                                run.emit(
-                                    Rule::SetNotNull,
-                                    obj.clone(),
-                                    format!("{obj} becomes NOT NULL: inserts and updates of the previous version that leave it NULL fail (and PostgreSQL scans the table under an ACCESS EXCLUSIVE lock)"),
-                                );
-                            }
-                            if let Some(c) = self
-                                .schema
-                                .table_mut(&t)
-                                .and_then(|x| x.columns.get_mut(&cn))
-                            {
-                                c.not_null = true;
-                            }
-                        }
-                        AlterColumnOperation::DropNotNull => {
-                            if let Some(c) = self
-                                .schema
-                                .table_mut(&t)
-                                .and_then(|x| x.columns.get_mut(&cn))
-                            {
-                                c.not_null = false;
-                            }
-                        }
-                        AlterColumnOperation::SetDefault { value } => {
-                            if let Some(c) = self
-                                .schema
-                                .table_mut(&t)
-                                .and_then(|x| x.columns.get_mut(&cn))
-                            {
-                                c.default = Some(value.to_string());
-                            }
-                        }
-                        AlterColumnOperation::DropDefault => {
-                            run.emit(
-                                Rule::DropDefault,
-                                obj.clone(),
-                                format!("the default of {obj} is dropped: inserts of the previous version that omit the column now write NULL or fail"),
-                            );
-                            if let Some(c) = self
-                                .schema
-                                .table_mut(&t)
-                                .and_then(|x| x.columns.get_mut(&cn))
-                            {
-                                c.default = None;
-                            }
-                        }
-                        AlterColumnOperation::SetDataType { data_type, .. } => {
-                            self.type_change(
-                                &t,
-                                &tn,
-                                &column_name.value,
-                                &data_type.to_string(),
-                                &mut copies,
-                                run,
-                            );
-                        }
-                        _ => {}
+                AlterOp::SetNotNull(column) => {
+                    let cn = column.to_ascii_lowercase();
+                    let obj = format!("{tn}.{column}");
+                    let already = self.schema.column(&t, &cn).is_some_and(|c| c.not_null);
+                    if !already {
+                        run.emit(
+                            Rule::SetNotNull,
+                            obj.clone(),
+                            format!("{obj} becomes NOT NULL: inserts and updates of the previous version that leave it NULL fail (and PostgreSQL scans the table under an ACCESS EXCLUSIVE lock)"),
+                        );
+                    }
+                    if let Some(c) = self.column_mut(&t, &cn) {
+                        c.not_null = true;
                     }
                 }
-                AlterTableOperation::AddConstraint {
+                AlterOp::DropNotNull(column) => {
+                    if let Some(c) = self.column_mut(&t, &column.to_ascii_lowercase()) {
+                        c.not_null = false;
+                    }
+                }
+                AlterOp::SetDefault(column, value) => {
+                    if let Some(c) = self.column_mut(&t, &column.to_ascii_lowercase()) {
+                        c.default = Some(value.clone());
+                    }
+                }
+                AlterOp::DropDefault(column) => {
+                    let obj = format!("{tn}.{column}");
+                    run.emit(
+                        Rule::DropDefault,
+                        obj.clone(),
+                        format!("the default of {obj} is dropped: inserts of the previous version that omit the column now write NULL or fail"),
+                    );
+                    if let Some(c) = self.column_mut(&t, &column.to_ascii_lowercase()) {
+                        c.default = None;
+                    }
+                }
+                AlterOp::SetType(column, data_type) => {
+                    self.type_change(&t, &tn, column, data_type, &mut copies, run);
+                }
+                AlterOp::AddConstraint {
                     constraint,
                     not_valid,
                 } => self.add_constraint(&tn, constraint, *not_valid, &mut copies, run),
-                AlterTableOperation::DropPrimaryKey { .. } => {
+                AlterOp::DropPrimaryKey => {
                     copies.push("DROP PRIMARY KEY".into());
                 }
-                _ => {}
             }
         }
         if self.engine == Engine::MySql && !online && !copies.is_empty() {
@@ -750,6 +1321,12 @@ impl Analyzer {
             );
         }
         run.learning = was_learning;
+    }
+
+    fn column_mut(&mut self, table: &str, column: &str) -> Option<&mut Column> {
+        self.schema
+            .table_mut(table)
+            .and_then(|x| x.columns.get_mut(column))
     }
 
     fn rename_column(&mut self, t: &str, tn: &str, old: &str, new: &str, run: &mut Run) {
@@ -767,20 +1344,19 @@ impl Analyzer {
 
     /// MySQL's MODIFY/CHANGE restates the whole column: a type, and nullability and default that
     /// silently change when left out.
-    #[allow(clippy::too_many_arguments)]
     fn modify_column(
         &mut self,
         t: &str,
         tn: &str,
-        column: &str,
+        spec: &ColumnSpec,
         data_type: &str,
-        options: &[ColumnOption],
         copies: &mut Vec<String>,
         run: &mut Run,
     ) {
+        let column = &spec.name;
         let cn = column.to_ascii_lowercase();
         let obj = format!("{tn}.{column}");
-        let new = column_from_parts(data_type, options);
+        let new = &spec.column;
         if let Some(old) = self.schema.column(t, &cn).cloned() {
             if new.not_null && !old.not_null {
                 run.emit(
@@ -799,7 +1375,7 @@ impl Analyzer {
         }
         self.type_change(t, tn, column, data_type, copies, run);
         if let Some(table) = self.schema.table_mut(t) {
-            table.columns.insert(cn, new);
+            table.columns.insert(cn, new.clone());
         }
     }
 
@@ -859,11 +1435,7 @@ impl Analyzer {
         if change != Change::Same && !instant_enum_append {
             copies.push(format!("type of {column}"));
         }
-        if let Some(c) = self
-            .schema
-            .table_mut(t)
-            .and_then(|x| x.columns.get_mut(&cn))
-        {
+        if let Some(c) = self.column_mut(t, &cn) {
             c.data_type = data_type.to_ascii_lowercase();
         }
     }
@@ -871,34 +1443,31 @@ impl Analyzer {
     fn add_constraint(
         &mut self,
         tn: &str,
-        constraint: &TableConstraint,
+        constraint: &Constraint,
         not_valid: bool,
         copies: &mut Vec<String>,
         run: &mut Run,
     ) {
         let pg = self.engine == Engine::Postgres;
-        let named = |n: &Option<sqlparser::ast::Ident>, cols: String| match n {
-            Some(n) => format!("{tn}.{}", n.value),
-            None => format!("{tn}({cols})"),
+        let named = |n: &Option<String>, cols: &[String]| match n {
+            Some(n) => format!("{tn}.{n}"),
+            None => format!("{tn}({})", cols.join(", ")),
         };
-        let list = |v: Vec<String>| v.join(", ");
         match constraint {
-            TableConstraint::Unique(u) => {
-                let obj = named(
-                    &u.name.clone().or_else(|| u.index_name.clone()),
-                    list(u.columns.iter().map(|c| unquote(&c.to_string())).collect()),
-                );
+            // The unique index it uses already enforces it (and was judged when it was built).
+            Constraint::Unique {
+                using_index: true, ..
+            } => {}
+            Constraint::Unique { name, columns, .. } => {
+                let obj = named(name, columns);
                 run.emit(
                     Rule::AddUniqueConstraint,
                     obj.clone(),
                     format!("unique constraint {obj}: writes of the previous version that duplicate a value start failing"),
                 );
             }
-            TableConstraint::PrimaryKey(p) => {
-                let obj = named(
-                    &p.name,
-                    list(p.columns.iter().map(|c| unquote(&c.to_string())).collect()),
-                );
+            Constraint::PrimaryKey { name, columns } => {
+                let obj = named(name, columns);
                 run.emit(
                     Rule::AddPrimaryKey,
                     obj.clone(),
@@ -906,17 +1475,18 @@ impl Analyzer {
                 );
                 copies.push("ADD PRIMARY KEY".into());
             }
-            TableConstraint::ForeignKey(fk) => {
-                let obj = named(
-                    &fk.name,
-                    list(fk.columns.iter().map(|c| c.value.clone()).collect()),
-                );
+            Constraint::ForeignKey {
+                name,
+                columns,
+                table,
+            } => {
+                let obj = named(name, columns);
                 run.emit(
                     Rule::AddForeignKey,
                     obj.clone(),
                     format!(
                         "foreign key {obj} → {}: writes of the previous version with a missing reference start failing",
-                        display(&fk.foreign_table)
+                        table.display()
                     ),
                 );
                 if pg && !not_valid {
@@ -928,12 +1498,12 @@ impl Analyzer {
                 }
                 copies.push("ADD FOREIGN KEY".into());
             }
-            TableConstraint::Check(c) => {
-                let obj = named(&c.name, c.expr.to_string());
+            Constraint::Check { name, expr } => {
+                let obj = named(name, std::slice::from_ref(expr));
                 run.emit(
                     Rule::AddCheckConstraint,
                     obj.clone(),
-                    format!("check constraint {obj} ({}): writes of the previous version that violate it start failing", c.expr),
+                    format!("check constraint {obj} ({expr}): writes of the previous version that violate it start failing"),
                 );
                 if pg && !not_valid {
                     run.emit(
@@ -943,7 +1513,6 @@ impl Analyzer {
                     );
                 }
             }
-            _ => {}
         }
     }
 }

@@ -4,8 +4,9 @@
 //! Contract: [`check`] takes every migration (the ones already applied up to `base_version` and
 //! the new ones above it) and returns a [`Report`] with one entry per new migration. The
 //! **static layer** always runs: each up script is split with `ferry_migrate::sql` (for line
-//! numbers), parsed statement by statement with sqlparser in the engine's dialect, and checked
-//! against stable rules ([`Rule`]) in three classes: `breaking` for the previous version,
+//! numbers), parsed statement by statement (PostgreSQL with PostgreSQL's own grammar through
+//! `pg_query`, MySQL/MariaDB and SQLite with sqlparser), and checked against stable rules
+//! ([`Rule`]) in three classes: `breaking` for the previous version,
 //! `locking` on a live table, `data-loss`. A statement the parser cannot read becomes a finding
 //! of class `unparsed` ("not analysed"), never an error. `-- ferry:allow <rule-id> <reason>`
 //! in a migration marks that rule's findings in it as allowed, and so do the annotations teams
@@ -14,6 +15,10 @@
 //! when no unallowed breaking finding remains; with `strict`, unallowed locking, data-loss and
 //! unparsed findings and an irreversible migration fail it too. Nothing prints; the JSON shape
 //! of [`Report`] is part of ferry's CLI contract (issue 4).
+//!
+//! A migration is judged by its **end state**: what it drops and creates again in one
+//! transaction (a view, function, type or trigger) is compared with what it was, and only what
+//! the previous version lost is a finding (see `analyze.rs`).
 //!
 //! Key design decision: the analysis keeps a **schema model** built from the migrations up to
 //! the base (and updated as it walks the new ones), instead of judging each statement alone.
@@ -43,8 +48,10 @@
 
 mod analyze;
 mod annotations;
+mod ddl;
 mod error;
 mod model;
+mod parse;
 mod queries;
 mod rules;
 mod shadow;
@@ -231,7 +238,7 @@ pub fn check_static(
             analyzer.learn(&m.up);
             continue;
         }
-        let findings = analyzer.analyze(&m.up);
+        let findings = analyzer.analyze_in(&m.up, m.up_transaction);
         let roundtrip = match &m.down {
             None => Roundtrip {
                 ok: Some(false),

@@ -64,6 +64,8 @@ rules! {
         "stop using the view in a release first, then drop it in a later migration";
     DropFunction = "drop-function", Breaking,
         "stop calling the function in a release first, then drop it in a later migration";
+    DropTrigger = "drop-trigger", Breaking,
+        "stop relying on what the trigger does in a release first, then drop it in a later migration (or drop and create it again in one transactional migration)";
     DropType = "drop-type", Breaking,
         "stop using the type in a release first, then drop it in a later migration";
     DropSequence = "drop-sequence", Breaking,
@@ -118,6 +120,8 @@ rules! {
         "the previous version decodes these result columns by name: keep them (or a compatibility view that still returns them) until the previous version is retired";
     OldQueryInvalidAtBase = "old-query-invalid-at-base", Unparsed,
         "the query does not prepare on the schema the previous version runs on, so it was not checked: fix the query file (regenerate `.sqlx/` with `cargo sqlx prepare` on the previous version) or --from";
+    RecreatedNotCompared = "recreated-not-compared", Unparsed,
+        "ferry could not tell what the object offered before or offers now; the shadow database `ferry compat check` creates compares the end state itself (its findings say what was lost), otherwise compare the columns or signature before and after by hand";
     Unparsed = "unparsed", Unparsed,
         "ferry could not parse this statement, so it was not analysed; review it by hand";
 }

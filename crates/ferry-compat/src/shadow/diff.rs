@@ -81,7 +81,7 @@ pub fn incompatibilities(base: &Snapshot, changes: &[Delta]) -> Vec<Finding> {
         let (kind, object) = object_of(key);
         if !matches!(
             kind,
-            "table" | "column" | "view" | "function" | "enum" | "sequence"
+            "table" | "column" | "view" | "function" | "enum" | "sequence" | "trigger"
         ) {
             continue;
         }

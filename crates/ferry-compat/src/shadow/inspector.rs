@@ -8,7 +8,7 @@ use super::database::Shadow;
 
 use super::database::shadow_err;
 use super::diff::differences;
-use super::{Snapshot, mysql, postgres, scope, sqlite};
+use super::{Snapshot, mysql, postgres, probe, scope, sqlite};
 use crate::CompatError;
 use crate::queries::OldQuery;
 
@@ -102,6 +102,22 @@ impl Inspector {
                 let snap = self.snapshot(url, None).await?;
                 Ok((snap, self.prepare(queries, url).await?))
             }
+        }
+    }
+
+    /// Lets PostgreSQL judge the tables of `base` that are views in `after` ([`probe`]).
+    pub(super) async fn judge_views(
+        &mut self,
+        url: &DatabaseUrl,
+        base: &Snapshot,
+        after: &Snapshot,
+        found: &mut Vec<crate::Finding>,
+    ) -> Result<(), CompatError> {
+        match &mut self.conn {
+            Conn::Pg(c) => probe::judge(c, base, after, found)
+                .await
+                .map_err(shadow_err("cannot probe the shadow database", url)),
+            _ => Ok(()),
         }
     }
 

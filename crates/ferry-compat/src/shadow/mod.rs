@@ -23,6 +23,7 @@ mod inspector;
 mod mysql;
 mod old_queries;
 mod postgres;
+mod probe;
 pub mod scope;
 mod split;
 mod sqlite;
@@ -321,6 +322,9 @@ impl Part<'_> {
                             let snap = inspector.snapshot(url, up_scope[i].as_ref()).await?;
                             let changes = diff(&current, &snap);
                             let mut found = incompatibilities(&base_snap, &changes);
+                            inspector
+                                .judge_views(url, &base_snap, &snap, &mut found)
+                                .await?;
                             if may_break_queries(&changes) {
                                 let changed = changed_relations(engine, &changes);
                                 let label = new[i].label();

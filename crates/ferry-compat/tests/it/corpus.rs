@@ -32,14 +32,23 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// Whether a script opts out of its transaction, as the loader decides it (the directive on
+/// its first non-empty line).
+fn no_transaction(up: &str) -> bool {
+    up.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| l == "-- ferry:no-transaction")
+}
+
 fn migration(version: i64, name: &str, up: String, path: PathBuf) -> Migration {
     Migration {
         version,
         name: name.to_string(),
         checksum: ferry_migrate::source::checksum(&up),
+        up_transaction: !no_transaction(&up),
         up,
         down: None,
-        up_transaction: true,
         down_transaction: true,
         path,
         layout: Layout::Diesel,
@@ -195,4 +204,75 @@ fn every_fixture_case_reports_exactly_its_expected_findings() {
         compatible_cases * 2 >= cases - 2,
         "about half the cases must be compatible changes: {compatible_cases} of {cases}"
     );
+}
+
+/// Every PostgreSQL fixture is real PostgreSQL: the server accepts `base.sql` and each case's
+/// `up.sql` (statement by statement, as a no-transaction migration runs), except the one case
+/// that is there to be unreadable. So "no statement PostgreSQL accepts is reported as unparsed"
+/// is checked against the server, not against ferry's idea of the grammar. Each case runs in a
+/// schema of its own in one test database.
+#[tokio::test]
+async fn postgres_fixtures_are_real_postgresql() {
+    use sqlx::{AssertSqlSafe, Connection};
+    let Some(db) = ferry_testkit::db::TestDb::new(ferry_testkit::db::Kind::Postgres).await else {
+        return;
+    };
+    let root = fixtures().join("postgres");
+    let base = fs::read_to_string(root.join("base.sql")).expect("base.sql");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .expect("fixture dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut conn = db.connect().await;
+    let mut refused = Vec::new();
+    let mut accepted = 0;
+    for (i, dir) in dirs.iter().enumerate() {
+        let case = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let up = fs::read_to_string(dir.join("up.sql")).expect("up.sql");
+        let expects_unparsed = fs::read_to_string(dir.join("expected.toml"))
+            .expect("expected.toml")
+            .contains("\"unparsed\"");
+        let schema = format!("case_{i}");
+        let setup = format!("CREATE SCHEMA {schema}; SET search_path = {schema};");
+        for sql in [setup.as_str(), base.as_str()] {
+            sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: base: {e}"));
+        }
+        let mut failed = None;
+        for (line, statement) in
+            ferry_migrate::sql::split_statements_for(&up, ferry_compat::Engine::Postgres)
+        {
+            if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+                .execute(&mut conn)
+                .await
+            {
+                failed = Some(format!("line {line}: {e}"));
+                break;
+            }
+        }
+        match (failed, expects_unparsed) {
+            (None, false) => accepted += 1,
+            (Some(_), true) => {}
+            (Some(e), false) => refused.push(format!("{case}: PostgreSQL refuses it: {e}")),
+            (None, true) => refused.push(format!(
+                "{case}: expects an unparsed finding, but PostgreSQL accepts every statement"
+            )),
+        }
+        let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET search_path = public; DROP SCHEMA {schema} CASCADE;"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+    let _ = conn.close().await;
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+    assert!(accepted >= 60, "only {accepted} PostgreSQL cases ran");
 }

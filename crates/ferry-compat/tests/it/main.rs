@@ -8,6 +8,7 @@ use ferry_migrate::{Layout, Migration};
 use ferry_testkit::db::{Kind, TestDb};
 
 mod corpus;
+mod end_state;
 mod old_queries;
 mod shadow;
 

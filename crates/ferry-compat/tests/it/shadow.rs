@@ -374,14 +374,15 @@ async fn postgres_shadow_proves_roundtrips_and_finds_what_the_parser_cannot_see(
         "{rt:?}"
     );
 
-    // Dynamic SQL hides a drop from the parser; the shadow database sees it.
+    // SQL built at run time hides a drop from the parser (a constant string it reads); the
+    // shadow database sees it.
     let r = run(
         Engine::Postgres,
         &url,
         vec![m(
             2,
             "sneaky",
-            "DO $$ BEGIN EXECUTE 'ALTER TABLE users DROP COLUMN age'; END $$;",
+            "DO $$ BEGIN EXECUTE format('ALTER TABLE users DROP COLUMN %I', 'age'); END $$;",
             Some("ALTER TABLE users ADD COLUMN age integer;"),
         )],
     )
