@@ -162,12 +162,16 @@ def bench(n, batch, rounds):
 def main():
     if not os.path.exists(FERRY):
         sys.exit(f"no ferry at {FERRY}: cargo build --release -p ferry-cli (or set FERRY_BIN)")
+    load_start = os.getloadavg()[0]
     big = bench(HOSTS, BATCH, ROUNDS)
     small = bench(10, BATCH, ROUNDS)
+    load_end = os.getloadavg()[0]
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     result = {
         "hosts": HOSTS, "batch": BATCH, "rounds": ROUNDS, "haproxy": HAPROXY, "deploy_sleep_s": SLEEP,
         "ferry": FERRY,
+        # On a machine shared with builds the figures are noisy: say how busy it was.
+        "load_average_start": load_start, "load_average_end": load_end,
         f"rounds_{HOSTS}": big, "rounds_10": small,
         "median_ratio": med(big, "ratio"), "median_wall_s": med(big, "wall_s"),
         "median_floors_s": med(big, "floors_s"),
@@ -178,7 +182,7 @@ def main():
           f"{', behind HAProxy' if HAPROXY else ', no load balancer'}:")
     for r in big:
         print(f"  wall {r['wall_s']:.3f}s  floors {r['floors_s']:.3f}s  ratio {r['ratio']:.3f}  rss {r['max_rss_kib']} KiB")
-    print(f"median ratio {result['median_ratio']:.3f} (target <= 1.10)")
+    print(f"median ratio {result['median_ratio']:.3f} (target <= 1.10); load average {load_start:.1f} -> {load_end:.1f}")
     print(f"peak RSS: 10 hosts {result['max_rss_kib_10']} KiB, {HOSTS} hosts {result[f'max_rss_kib_{HOSTS}']} KiB")
     os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
     path = os.path.join(ROOT, "benches", "results", time.strftime("rollout-%Y-%m-%dT%H%M%SZ.json", time.gmtime()))

@@ -70,6 +70,14 @@ impl Checker {
         Ok(())
     }
 
+    /// [`Checker::health`] and [`Checker::version`] at once (each on its own pooled connection).
+    pub async fn state(
+        &self,
+        host: &HostConfig,
+    ) -> (Result<(), String>, Result<Option<String>, String>) {
+        tokio::join!(self.health(host), self.version(host))
+    }
+
     /// What `version_url` reports (trimmed), `None` without one.
     pub async fn version(&self, host: &HostConfig) -> Result<Option<String>, String> {
         let Some(url) = &host.version_url else {

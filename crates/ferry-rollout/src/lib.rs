@@ -50,10 +50,13 @@ pub use smoke::{CheckReport, SmokeReport};
 use health::Checker;
 use lb::command::{Commands, OwnedPlaceholders};
 use lb::haproxy::Haproxy;
-use lb::{AdminState, LoadBalancer, ServerState};
+use lb::{AdminState, LoadBalancer, ServerState, SharedStates};
 
-/// How often draining sessions are counted.
-const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// The first wait between two looks at the load balancer (sessions draining, a readied host
+/// coming up); it doubles up to [`POLL_MAX`], so what holds at once costs no wait and a long
+/// drain costs few requests.
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(50);
 /// Most time for the load balancer's own checks to take a host back after `ready`.
 const READY_WAIT: Duration = Duration::from_secs(30);
 /// Longest gap between two health checks of a soaking test bed.
@@ -281,6 +284,8 @@ struct Run<'a> {
     template: &'a str,
     values: OwnedPlaceholders,
     lb: Box<dyn LoadBalancer>,
+    /// The load balancer's tables, read once for all the hosts that wait on them at once.
+    lb_reads: SharedStates,
     checker: Checker,
     observer: &'a dyn RolloutObserver,
 }
@@ -366,6 +371,7 @@ pub async fn rollout(
         values,
         checker: Checker::new(fleet.health_timeout()).map_err(RolloutError::Http)?,
         lb,
+        lb_reads: SharedStates::new(),
         observer,
     };
     run.execute(&hosts, req.rollback, req.dry_run).await
@@ -388,6 +394,7 @@ impl Run<'_> {
     ) -> Result<RolloutReport, RolloutError> {
         let env = &self.target.env;
         tracing::info!(env = %env, version = %self.target.version, hosts = hosts.len(), rollback, dry_run, "rollout starts");
+        let started = Instant::now();
 
         // 1. Gather.
         let lb_states = self
@@ -415,6 +422,7 @@ impl Run<'_> {
                 self.gather(h, state, rollback)
             }))
             .await;
+        tracing::debug!(ms = ms(started.elapsed()), "gathered");
 
         let mut reports: BTreeMap<String, HostReport> = BTreeMap::new();
         let mut planned: Vec<String> = Vec::new();
@@ -520,7 +528,7 @@ impl Run<'_> {
             let host = hosts.iter().find(|h| &h.name == tb).copied();
             if let Some(host) = host {
                 let before = reports[tb].before_version.clone();
-                let mut r = self.host(host, before).await;
+                let mut r = self.batch(vec![(host, before)]).await.remove(0);
                 if r.status == HostStatus::Deployed {
                     let started = Instant::now();
                     self.observer.host(tb, HostPhase::Soaking);
@@ -548,13 +556,21 @@ impl Run<'_> {
 
         // 3. Batches.
         if halted.is_none() {
-            for batch in &plan.batches {
-                let results = futures_util::future::join_all(batch.iter().filter_map(|name| {
-                    let host = hosts.iter().find(|h| &h.name == name).copied()?;
-                    let before = reports[name].before_version.clone();
-                    Some(self.host(host, before))
-                }))
-                .await;
+            for (i, batch) in plan.batches.iter().enumerate() {
+                let members = batch
+                    .iter()
+                    .filter_map(|name| {
+                        let host = hosts.iter().find(|h| &h.name == name).copied()?;
+                        Some((host, reports[name].before_version.clone()))
+                    })
+                    .collect();
+                let results = self.batch(members).await;
+                tracing::debug!(
+                    batch = i + 1,
+                    hosts = batch.len(),
+                    ms = ms(started.elapsed()),
+                    "batch done"
+                );
                 let failed: Vec<String> = results
                     .iter()
                     .filter(|r| r.status == HostStatus::Failed)
@@ -587,6 +603,7 @@ impl Run<'_> {
             (h.name.clone(), v)
         }))
         .await;
+        tracing::debug!(ms = ms(started.elapsed()), "final check done");
         for (name, v) in finals {
             let problem = match &v {
                 Ok(Some(v)) if health::is_target(v, self.target) => None,
@@ -652,7 +669,7 @@ impl Run<'_> {
         lb: Option<Option<&ServerState>>,
         rollback: bool,
     ) -> (Gathered, Decision) {
-        let (health, version) = tokio::join!(self.checker.health(host), self.checker.version(host));
+        let (health, version) = self.checker.state(host).await;
         let version = version.ok().flatten();
         let lb_word = lb.map(|s| {
             s.map(|s| s.status.clone())
@@ -716,9 +733,41 @@ impl Run<'_> {
         }
     }
 
-    /// Drain, wait, deploy, settle, check, ready: one host.
-    async fn host(&self, host: &HostConfig, before: Option<String>) -> HostReport {
+    /// One batch (or the test bed alone), its hosts in parallel. With a load balancer that
+    /// counts sessions, the batch's hosts are all drained first and then go on each by itself,
+    /// so that the first look at their sessions is one read of the load balancer's tables for
+    /// all of them rather than one per host (drains are one quick admin command each). With
+    /// commands, each host runs its own drain command and nothing waits for another host's.
+    async fn batch(&self, members: Vec<(&HostConfig, Option<String>)>) -> Vec<HostReport> {
         let started = Instant::now();
+        let drains: Vec<Drain> = if self.lb.counts_sessions() {
+            let done = futures_util::future::join_all(members.iter().map(|(h, _)| async move {
+                self.observer.host(&h.name, HostPhase::Draining);
+                self.lb.drain(&h.name).await
+            }))
+            .await;
+            let at = Instant::now();
+            done.into_iter().map(|r| Drain::Done(r, at)).collect()
+        } else {
+            members.iter().map(|_| Drain::Pending).collect()
+        };
+        futures_util::future::join_all(
+            members
+                .into_iter()
+                .zip(drains)
+                .map(|((h, before), drain)| self.host(h, before, started, drain)),
+        )
+        .await
+    }
+
+    /// Drain (unless [`Run::batch`] did), wait, deploy, settle, check, ready: one host.
+    async fn host(
+        &self,
+        host: &HostConfig,
+        before: Option<String>,
+        started: Instant,
+        drain: Drain,
+    ) -> HostReport {
         let name = host.name.as_str();
         let mut report = HostReport {
             name: name.to_string(),
@@ -738,16 +787,30 @@ impl Run<'_> {
             report
         };
 
-        self.observer.host(name, HostPhase::Draining);
-        if let Err(e) = self.lb.drain(name).await {
+        let (drained, mut since) = match drain {
+            Drain::Done(r, at) => (r, at),
+            Drain::Pending => {
+                self.observer.host(name, HostPhase::Draining);
+                (self.lb.drain(name).await, Instant::now())
+            }
+        };
+        if let Err(e) = drained {
             let out = self.take_out(name).await;
             return fail(report, format!("could not be drained: {e}{out}"));
         }
         let mut notes = Vec::new();
         if self.lb.counts_sessions() {
-            let deadline = Instant::now() + self.fleet.drain();
+            let deadline = since + self.fleet.drain();
+            let mut poll = Backoff::new();
             loop {
-                let sessions = match self.lb.states().await {
+                // A read sent after the drain (then after the last look) took effect: the
+                // batch's first one is shared by all its hosts.
+                let sessions = match self
+                    .lb_reads
+                    .after(self.lb.as_ref(), since)
+                    .await
+                    .as_deref()
+                {
                     Ok(Some(m)) => m.get(name).map_or(0, |s| s.sessions),
                     Ok(None) => 0,
                     Err(e) => {
@@ -765,14 +828,17 @@ impl Run<'_> {
                     ));
                     break;
                 }
-                tokio::time::sleep(DRAIN_POLL).await;
+                poll.wait(deadline).await;
+                since = Instant::now();
             }
         }
+        let drained = started.elapsed();
 
         self.observer.host(name, HostPhase::Deploying);
         let command = self.command_for(name);
         report.deploy_ran = true;
         let outcome = runner::run(&command).await;
+        let deployed = started.elapsed();
         tracing::info!(host = name, status = %outcome.status, "deploy command ran");
         if !outcome.success {
             let out = self.take_out(name).await;
@@ -783,12 +849,17 @@ impl Run<'_> {
         }
 
         self.observer.host(name, HostPhase::Settling);
-        tokio::time::sleep(self.fleet.settle()).await;
-        if let Err(why) = self.checker.health(host).await {
+        let settle = self.fleet.settle();
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
+        }
+        // Both questions at once, on the connections the gather opened; health is judged first.
+        let (health, version) = self.checker.state(host).await;
+        if let Err(why) = health {
             let out = self.take_out(name).await;
             return fail(report, format!("unhealthy after its deploy: {why}{out}"));
         }
-        match self.checker.version(host).await {
+        match version {
             Ok(Some(v)) if health::is_target(&v, self.target) => report.after_version = Some(v),
             Ok(Some(v)) => {
                 report.after_version = Some(v.clone());
@@ -810,6 +881,7 @@ impl Run<'_> {
                 );
             }
         }
+        let checked = started.elapsed();
         if let Err(e) = self.lb.ready(name).await {
             return fail(report, format!("could not be put back into traffic: {e}"));
         }
@@ -824,6 +896,15 @@ impl Run<'_> {
         self.observer.host(name, HostPhase::Healthy);
         report.status = HostStatus::Deployed;
         report.duration_ms = ms(started.elapsed());
+        // Where a host's time went (`RUST_LOG=ferry_rollout=debug`), milliseconds from its start.
+        tracing::debug!(
+            host = name,
+            drained_ms = ms(drained),
+            deployed_ms = ms(deployed),
+            checked_ms = ms(checked),
+            done_ms = report.duration_ms,
+            "host in traffic"
+        );
         if !notes.is_empty() {
             report.detail = Some(notes.join("; "));
         }
@@ -833,15 +914,17 @@ impl Run<'_> {
     /// Waits until the load balancer reports the host up and ready, at most [`READY_WAIT`].
     async fn wait_in_traffic(&self, name: &str) -> Result<(), String> {
         let end = Instant::now() + READY_WAIT;
+        let mut poll = Backoff::new();
         loop {
-            let seen = match self.lb.states().await {
+            // Its own read: the hosts of a batch are readied one by one as their deploys end.
+            let seen = match self.lb.states().await.as_ref() {
                 Ok(Some(m)) => match m.get(name) {
                     Some(s) if s.up && s.admin == AdminState::Ready => return Ok(()),
                     Some(s) => s.status.clone(),
                     None => "no such server".into(),
                 },
                 Ok(None) => return Ok(()),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             if Instant::now() >= end {
                 return Err(format!(
@@ -850,7 +933,7 @@ impl Run<'_> {
                     READY_WAIT.as_secs()
                 ));
             }
-            tokio::time::sleep(DRAIN_POLL).await;
+            poll.wait(end).await;
         }
     }
 
@@ -865,8 +948,9 @@ impl Run<'_> {
                 return Ok(());
             }
             tokio::time::sleep(interval.min(end - now)).await;
-            self.checker.health(host).await?;
-            if let Some(v) = self.checker.version(host).await?
+            let (health, version) = self.checker.state(host).await;
+            health?;
+            if let Some(v) = version?
                 && !health::is_target(&v, self.target)
             {
                 return Err(format!(
@@ -875,5 +959,31 @@ impl Run<'_> {
                 ));
             }
         }
+    }
+}
+
+/// How a host of a batch is drained: by [`Run::batch`] already (its answer, and when all the
+/// batch's drains had been answered), or by the host itself.
+enum Drain {
+    Done(Result<(), String>, Instant),
+    Pending,
+}
+
+/// The waits between looks at the load balancer: [`POLL_FIRST`], doubling up to [`POLL_MAX`],
+/// never past the deadline.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(POLL_FIRST)
+    }
+
+    async fn wait(&mut self, deadline: Instant) {
+        tokio::time::sleep(
+            self.0
+                .min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        self.0 = (self.0 * 2).min(POLL_MAX);
     }
 }

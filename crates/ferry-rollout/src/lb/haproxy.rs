@@ -76,13 +76,12 @@ impl Haproxy {
     }
 
     async fn read_states(&self) -> Result<BTreeMap<String, ServerState>, String> {
-        let servers = self
-            .command(&format!("show servers state {}", self.backend))
-            .await?;
-        let stat = self
-            .command(&format!("show stat {} 4 -1", self.backend))
-            .await?;
-        parse(&self.backend, &servers, &stat)
+        // Two connections at once: the answers are read one after the other by HAProxy anyway,
+        // but neither waits for the other's round trip.
+        let servers_cmd = format!("show servers state {}", self.backend);
+        let stat_cmd = format!("show stat {} 4 -1", self.backend);
+        let (servers, stat) = tokio::join!(self.command(&servers_cmd), self.command(&stat_cmd));
+        parse(&self.backend, &servers?, &stat?)
     }
 }
 
