@@ -93,7 +93,9 @@ async fn four_hosts_in_batches_of_two_behind_haproxy_fail_no_request() {
     let started = Instant::now();
     let report = rollout(request(&config), &rec).await.unwrap();
     let elapsed = started.elapsed();
-    let (ok, failed) = traffic.finish().await;
+    traffic
+        .assert_none_failed(&format!("the rollout ({elapsed:?})"), 21)
+        .await;
 
     assert_eq!(report.status, RolloutStatus::Succeeded, "{report:#?}");
     assert!(report.all_live(), "{report:#?}");
@@ -107,17 +109,6 @@ async fn four_hosts_in_batches_of_two_behind_haproxy_fail_no_request() {
         assert_eq!(fleet.deploys(h), [NEW]);
         assert_eq!(haproxy.status(h), "UP", "{h} back in traffic");
     }
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests through HAProxy failed during the rollout: {:?}",
-        failed.len(),
-        ok + failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(
-        ok > 20,
-        "only {ok} requests went through during {elapsed:?}"
-    );
     // Every slow request completed, and on the old release: the deploy (which kills the
     // process) waited until its host had drained.
     for s in slow {
