@@ -62,7 +62,7 @@ mod sqlite;
 pub use error::{BackupError, Result};
 pub use manifest::{Manifest, TableRows};
 
-use engine::{DumpEngine, RestoreInput, ToolSearch};
+use engine::{DumpEngine, RestoreInput, RestoreRequest, ToolSearch};
 use manifest::{PREFIX, check_id, data_key, manifest_key};
 
 /// Which long step a progress report is about.
@@ -138,6 +138,34 @@ pub struct RestoreCheckReport {
     pub duration_ms: u64,
 }
 
+/// How [`Backups::restore_with`] restores.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Parallel loading connections (PostgreSQL); `None`: one per core.
+    pub jobs: Option<usize>,
+    /// End the target's sessions for the swap (PostgreSQL); without it a restore over a
+    /// database with sessions is refused before anything is touched.
+    pub end_sessions: bool,
+    /// Keep the replaced database (PostgreSQL) under the name the report gives, instead of
+    /// dropping it after the swap.
+    pub keep_old: bool,
+    /// Do not restore the objects' owners: everything belongs to the restoring user
+    /// (PostgreSQL, `pg_restore --no-owner`), for a server that lacks the dump's roles.
+    pub no_owner: bool,
+    /// Restore as this role (PostgreSQL, `pg_restore --role`; `SET ROLE` for the loading
+    /// sessions too).
+    pub role: Option<String>,
+}
+
+impl RestoreOptions {
+    /// The number of loading connections: `jobs`, else the cores of this machine.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
+    }
+}
+
 /// The result of [`Backups::restore`].
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
@@ -146,6 +174,12 @@ pub struct RestoreReport {
     pub target: String,
     pub schema_version: Option<i64>,
     pub duration_ms: u64,
+    /// Parallel loading connections used (1 where the engine loads in one stream).
+    pub jobs: usize,
+    /// Sessions on the target that were ended for the swap.
+    pub sessions_ended: u64,
+    /// The replaced database, when it was kept (`--keep-old`).
+    pub kept_old: Option<String>,
 }
 
 /// Which backups [`Backups::prune`] keeps. A backup is kept if it is among the newest
@@ -401,7 +435,14 @@ impl Backups {
             .await?;
         let result = async {
             let input = self.open_decoded(&m, Phase::Restore, progress).await?;
-            engine.restore(&m.id, &scratch, input).await?;
+            let options = RestoreOptions::default();
+            let request = RestoreRequest {
+                id: &m.id,
+                target: &scratch,
+                options: &options,
+                tables: &m.tables,
+            };
+            engine.load_scratch(&request, input).await?;
             engine.tables(&scratch).await
         }
         .await;
@@ -423,18 +464,40 @@ impl Backups {
         })
     }
 
-    /// Replaces the contents of `target` with backup `id`. The backup is verified completely
-    /// before the target is touched, and again while it streams; a corrupt backup leaves the
-    /// target exactly as it was.
+    /// [`Backups::restore_with`] with the default [`RestoreOptions`]: one loading connection
+    /// per core, and refused while sessions are connected to a PostgreSQL target.
     pub async fn restore(
         &self,
         id: &str,
         target: &DatabaseUrl,
         progress: &Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
+        self.restore_with(id, target, &RestoreOptions::default(), progress)
+            .await
+    }
+
+    /// Replaces the contents of `target` with backup `id`. The backup is verified completely
+    /// before the target is touched, and again while it streams; a corrupt backup, or any
+    /// failure before the new contents are complete and match the manifest, leaves the
+    /// target exactly as it was.
+    pub async fn restore_with(
+        &self,
+        id: &str,
+        target: &DatabaseUrl,
+        options: &RestoreOptions,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
         let started = Instant::now();
         let m = self.show(id).await?;
         check_engine(&m, target)?;
+        let engine = self.engine(target.engine());
+        let request = RestoreRequest {
+            id: &m.id,
+            target,
+            options,
+            tables: &m.tables,
+        };
+        engine.preflight(&request).await?;
         // Before the target is touched: PostgreSQL and SQLite restores re-check everything
         // while streaming and only commit (or rename) once that check passed, so a checksum of
         // the stored object suffices up front. MySQL's restore cannot be rolled back, so there
@@ -446,15 +509,17 @@ impl Backups {
                 pipeline::checksum(object, &m, &**progress).await?;
             }
         }
-        let engine = self.engine(target.engine());
         let input = self.open_decoded(&m, Phase::Restore, progress).await?;
-        engine.restore(&m.id, target, input).await?;
+        let restored = engine.restore(&request, input).await?;
         tracing::info!(id, target = %target, "restored");
         Ok(RestoreReport {
-            id: m.id,
+            id: m.id.clone(),
             target: target.redacted(),
             schema_version: m.schema_version,
             duration_ms: started.elapsed().as_millis() as u64,
+            jobs: restored.jobs,
+            sessions_ended: restored.sessions_ended,
+            kept_old: restored.kept_old,
         })
     }
 
@@ -561,7 +626,7 @@ fn check_engine(m: &Manifest, target: &DatabaseUrl) -> Result<()> {
     Ok(())
 }
 
-fn compare_tables(expected: &[TableRows], actual: &[TableRows]) -> Vec<String> {
+pub(crate) fn compare_tables(expected: &[TableRows], actual: &[TableRows]) -> Vec<String> {
     let mut out = Vec::new();
     for e in expected {
         match actual.iter().find(|a| a.name == e.name) {

@@ -169,6 +169,7 @@ fn backup_code(e: &ferry_backup::BackupError) -> (u8, &'static str) {
         }
         B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
         B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
+        B::SessionsOpen { .. } => (exit::REFUSED, "sessions_open"),
         B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
         B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
             (exit::FAILED, "dump_failed")

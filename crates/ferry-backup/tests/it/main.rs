@@ -5,5 +5,6 @@
 mod harness;
 mod mysql;
 mod postgres;
+mod postgres_swap;
 mod sqlite;
 mod store;
