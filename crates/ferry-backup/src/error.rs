@@ -92,6 +92,14 @@ pub enum BackupError {
         "restore check of backup {id} found differences with its manifest: {differences}; the backup is not a faithful copy"
     )]
     CheckMismatch { id: String, differences: String },
+    #[error(
+        "{compression} level {level} is out of range; [backup] level takes {levels} for {compression}"
+    )]
+    BadLevel {
+        compression: &'static str,
+        level: i32,
+        levels: String,
+    },
     #[error("prune needs keep_last of at least 1, so that the newest backup is never deleted")]
     KeepNothing,
     #[error("{context}: {source}")]

@@ -5,7 +5,7 @@ use ferry_core::DatabaseUrl;
 
 use crate::opt::{BackupCommand, GlobalOpts};
 use crate::output::{Printer, byte_progress, table};
-use crate::{CliError, exit, open_store, settings};
+use crate::{CliError, backup_options, exit, open_store, settings};
 
 pub async fn run(
     cmd: BackupCommand,
@@ -13,7 +13,7 @@ pub async fn run(
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let settings = settings(global)?;
-    let backups = Backups::new(open_store(&settings).await?);
+    let backups = Backups::with_options(open_store(&settings).await?, backup_options(&settings)?);
     let progress = byte_progress(printer);
     match cmd {
         BackupCommand::Create { label } => {
