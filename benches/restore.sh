@@ -36,6 +36,11 @@ if [[ -z "${FERRY_BIN:-}" ]]; then
 fi
 STORE="file://$WORK/store"
 
+# REUSE_SRC=1: keep a $SRC that already has ROWS events (made by an interrupted run).
+if [[ "${REUSE_SRC:-0}" == 1 ]] \
+  && [[ "$(psql -X -tA -d "$(db_url "$SRC")" -c 'SELECT count(*) FROM events' 2>/dev/null)" == "$ROWS" ]]; then
+  log "reusing $SRC"
+else
 log "creating $SRC: $ROWS rows with JSONB, primary key and one index, plus a small table"
 psql -X -q -d "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $SRC WITH (FORCE)" -c "CREATE DATABASE $SRC"
 psql -X -q -d "$(db_url "$SRC")" -v ON_ERROR_STOP=1 <<SQL
@@ -56,6 +61,7 @@ FROM generate_series(1, $ROWS) g;
 CREATE INDEX events_account_at ON events (account_id, at);
 VACUUM ANALYZE;
 SQL
+fi
 DB_BYTES=$(psql -X -tA -d "$ADMIN_URL" -c "SELECT pg_database_size('$SRC')")
 log "database size: $((DB_BYTES / 1048576)) MiB; $JOBS jobs for ferry; load $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -98,13 +98,18 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
     }
 
     async fn int(&mut self) -> std::io::Result<i64> {
-        let sign = self.byte().await?;
-        let raw = self.bytes(self.int_size).await?;
+        // On the stack: a data block has one of these per row chunk.
+        let mut raw = [0u8; 9];
+        let raw = &mut raw[..1 + self.int_size];
+        self.inner.read_exact(raw).await?;
+        if let Some(r) = &mut self.record {
+            r.extend_from_slice(raw);
+        }
         let mut value: i64 = 0;
-        for (i, b) in raw.iter().enumerate() {
+        for (i, b) in raw[1..].iter().enumerate() {
             value |= i64::from(*b) << (8 * i);
         }
-        Ok(if sign == 0 { value } else { -value })
+        Ok(if raw[0] == 0 { value } else { -value })
     }
 
     async fn string(&mut self) -> std::io::Result<Option<String>> {
