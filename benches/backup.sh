@@ -81,7 +81,7 @@ fi
 rss() { cat "$WORK/$1.rss"; }
 FERRY_RSS_CREATE=$(rss ferry_create); FERRY_RSS_RESTORE=$(rss ferry_restore)
 SIZE_FC=$(stat -c %s "$WORK/dump.fc"); SIZE_GZ=$(stat -c %s "$WORK/dump.sql.gz")
-SIZE_FERRY=$(find "$WORK/store" -name data.gz -printf '%s\n' | head -1)
+SIZE_FERRY=$(find "$WORK/store" -name 'data.*' -printf '%s\n' | head -1)
 ratio() { echo "scale=3; $1 / $2" | bc; }
 
 printf '\n%-28s %10s %12s %12s\n' "contender" "seconds" "bytes" "peak RSS MiB"

@@ -146,7 +146,8 @@ async fn a_flipped_byte_is_refused_and_the_target_is_untouched(db: TestDb) {
     let id = m["id"].as_str().unwrap();
     db.exec("CREATE TABLE after_backup (id INT)").await;
 
-    let data = p.join(format!("store/backups/{id}/data.gz"));
+    assert_eq!(m["compression"], "zstd", "the default compression: {m}");
+    let data = p.join(format!("store/backups/{id}/data.zst"));
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;

@@ -43,6 +43,38 @@ pub(crate) struct RestoreInput {
     pub verified: BoxFut<'static, ()>,
 }
 
+/// One restore, as the engines see it.
+pub(crate) struct RestoreRequest<'a> {
+    pub id: &'a str,
+    pub target: &'a DatabaseUrl,
+    pub options: &'a crate::RestoreOptions,
+    /// The manifest's tables and row counts, which a restored database must match before it
+    /// replaces the target.
+    pub tables: &'a [TableRows],
+}
+
+/// What a restore did besides restoring.
+#[derive(Debug)]
+pub(crate) struct Restored {
+    /// The previous database, kept under this name (`--keep-old`).
+    pub kept_old: Option<String>,
+    /// Sessions on the target that were ended for the swap.
+    pub sessions_ended: u64,
+    /// Connections that loaded the rows.
+    pub jobs: usize,
+}
+
+impl Restored {
+    /// A restore through one client, without a swap.
+    pub fn single() -> Self {
+        Restored {
+            kept_old: None,
+            sessions_ended: 0,
+            jobs: 1,
+        }
+    }
+}
+
 /// Where external tools are looked up.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ToolSearch {
@@ -54,11 +86,24 @@ pub(crate) trait DumpEngine: Send + Sync {
     /// Checks the tools, opens a consistent snapshot, counts its rows and starts dumping it.
     fn start_dump<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Dump>;
 
-    /// Replaces the contents of `target` with the dump read from `input`.
+    /// Checks, before anything is read or touched, what would make the restore refuse to
+    /// replace the target (sessions on it without `end_sessions`).
+    fn preflight<'a>(&'a self, _request: &'a RestoreRequest<'a>) -> BoxFut<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Replaces `request.target` with the dump read from `input`.
     fn restore<'a>(
         &'a self,
-        id: &'a str,
-        target: &'a DatabaseUrl,
+        request: &'a RestoreRequest<'a>,
+        input: RestoreInput,
+    ) -> BoxFut<'a, Restored>;
+
+    /// Loads the dump read from `input` into `request.target`, an empty scratch database
+    /// `create_scratch` made (the restore check).
+    fn load_scratch<'a>(
+        &'a self,
+        request: &'a RestoreRequest<'a>,
         input: RestoreInput,
     ) -> BoxFut<'a, ()>;
 

@@ -54,6 +54,15 @@ pub enum BackupError {
         target: String,
         message: String,
     },
+    #[error(
+        "{target} has {sessions} other session(s) connected{detail}; a restore ends them to swap the database in: pass --yes to end them, or stop the application first. The target was not touched"
+    )]
+    SessionsOpen {
+        target: String,
+        sessions: i64,
+        /// Who is connected (`user@application` of a few), for the message.
+        detail: String,
+    },
     #[error("backup {id} not found in {store}; run `ferry backup list` to see the backups there")]
     NotFound { id: String, store: String },
     #[error("`{id}` is not a backup id (expected something like 20261123T093012Z-1a2b3c)")]
@@ -83,6 +92,14 @@ pub enum BackupError {
         "restore check of backup {id} found differences with its manifest: {differences}; the backup is not a faithful copy"
     )]
     CheckMismatch { id: String, differences: String },
+    #[error(
+        "{compression} level {level} is out of range; [backup] level takes {levels} for {compression}"
+    )]
+    BadLevel {
+        compression: &'static str,
+        level: i32,
+        levels: String,
+    },
     #[error("prune needs keep_last of at least 1, so that the newest backup is never deleted")]
     KeepNothing,
     #[error("{context}: {source}")]

@@ -6,13 +6,69 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BackupError, Result};
 
-/// Where a backup's objects live: `backups/<id>/data.gz` and `backups/<id>/manifest.json`.
+/// Where a backup's objects live: `backups/<id>/data.gz` (or `data.zst`) and
+/// `backups/<id>/manifest.json`.
 pub(crate) const PREFIX: &str = "backups/";
-pub(crate) const DATA: &str = "data.gz";
 pub(crate) const MANIFEST: &str = "manifest.json";
 
-pub(crate) fn data_key(id: &str) -> String {
-    format!("{PREFIX}{id}/{DATA}")
+pub(crate) fn data_key(id: &str, compression: Compression) -> String {
+    format!("{PREFIX}{id}/{}", compression.data_file())
+}
+
+/// How a backup's data object is compressed. A manifest without the key is from a ferry that
+/// only wrote gzip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (zlib-rs): readable by any `gunzip`.
+    #[default]
+    Gzip,
+    /// Zstandard: smaller and faster at the same speed budget; `zstd -d` reads it.
+    Zstd,
+}
+
+impl Compression {
+    /// The data object's file name in the store.
+    pub fn data_file(self) -> &'static str {
+        match self {
+            Compression::Gzip => "data.gz",
+            Compression::Zstd => "data.zst",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// `gzip` or `zstd`, as `[backup] compression` spells them.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The levels a user may choose.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Compression::Gzip => 0..=9,
+            Compression::Zstd => 1..=19,
+        }
+    }
+
+    /// The level used when none is given: the fastest that keeps a PostgreSQL backup no
+    /// larger than `pg_dump -Fc`'s (zstd; ARCHITECTURE.md has the figures), or gzip's
+    /// fastest.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::Gzip => 1,
+            Compression::Zstd => 3,
+        }
+    }
 }
 
 pub(crate) fn manifest_key(id: &str) -> String {
@@ -40,9 +96,12 @@ pub struct Manifest {
     pub ferry_version: String,
     /// Size of the dump before compression.
     pub raw_bytes: u64,
-    /// Size of the stored object `data.gz`.
+    /// How the data object is compressed (absent in manifests of older ferry: gzip).
+    #[serde(default)]
+    pub compression: Compression,
+    /// Size of the stored data object (`data.gz` or `data.zst`).
     pub compressed_bytes: u64,
-    /// SHA-256 (hex) of the stored object `data.gz`.
+    /// SHA-256 (hex) of the stored data object.
     pub sha256: String,
     pub duration_ms: u64,
     pub tables: Vec<TableRows>,
@@ -129,6 +188,7 @@ mod tests {
             tool: "pg_dump 15.19".into(),
             ferry_version: "0.0.0".into(),
             raw_bytes: 10,
+            compression: Compression::Zstd,
             compressed_bytes: 5,
             sha256: "ab".into(),
             duration_ms: 7,
@@ -151,6 +211,7 @@ mod tests {
             "tool",
             "ferry_version",
             "raw_bytes",
+            "compression",
             "compressed_bytes",
             "sha256",
             "duration_ms",
@@ -161,7 +222,17 @@ mod tests {
         expected.sort();
         assert_eq!(keys_sorted, expected);
         assert_eq!(v["tables"][0]["name"], "public.t");
-        let back: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!(v["compression"], "zstd");
+        let back: Manifest = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, m);
+        // A manifest of a ferry that only wrote gzip has no such key.
+        let mut old = v;
+        old.as_object_mut().unwrap().remove("compression");
+        let back: Manifest = serde_json::from_value(old).unwrap();
+        assert_eq!(back.compression, Compression::Gzip);
+        assert_eq!(
+            data_key(&back.id, back.compression),
+            "backups/20261123T093012Z-1a2b3c/data.gz"
+        );
     }
 }

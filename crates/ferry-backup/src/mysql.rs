@@ -19,9 +19,9 @@ use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row};
 use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
-    BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch, clean_stderr,
-    collect_stderr, create_scratch, db, drop_scratch, parse_version, spawn_dump, url_parts,
-    with_database,
+    BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, Restored, SnapshotInfo, Tool,
+    ToolSearch, clean_stderr, collect_stderr, create_scratch, db, drop_scratch, parse_version,
+    spawn_dump, url_parts, with_database,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -167,6 +167,34 @@ async fn recreate(
     Ok(())
 }
 
+impl MySql {
+    /// Replaces the contents of `target` with the dump read from `input`.
+    fn replace<'a>(
+        &'a self,
+        id: &'a str,
+        target: &'a DatabaseUrl,
+        input: RestoreInput,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let client = self.tools.find(&["mariadb", "mysql"], PACKAGE)?;
+            let name = target.database_name();
+            if name.is_empty() {
+                return Err(BackupError::RestoreFailed {
+                    id: id.to_string(),
+                    target: target.redacted(),
+                    message: "the URL names no database; add /DBNAME".into(),
+                });
+            }
+            let server = with_database(target, "")?;
+            let mut conn = connect(&server).await?;
+            let charset = charset_of(&mut conn, &server, &name).await?;
+            recreate(&mut conn, &server, &name, charset).await?;
+            let _ = conn.close().await;
+            load(id, target, &client, input).await
+        })
+    }
+}
+
 impl DumpEngine for MySql {
     fn start_dump<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Dump> {
         Box::pin(async move {
@@ -231,27 +259,21 @@ impl DumpEngine for MySql {
 
     fn restore<'a>(
         &'a self,
-        id: &'a str,
-        target: &'a DatabaseUrl,
+        request: &'a RestoreRequest<'a>,
+        input: RestoreInput,
+    ) -> BoxFut<'a, Restored> {
+        Box::pin(async move {
+            self.replace(request.id, request.target, input).await?;
+            Ok(Restored::single())
+        })
+    }
+
+    fn load_scratch<'a>(
+        &'a self,
+        request: &'a RestoreRequest<'a>,
         input: RestoreInput,
     ) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            let client = self.tools.find(&["mariadb", "mysql"], PACKAGE)?;
-            let name = target.database_name();
-            if name.is_empty() {
-                return Err(BackupError::RestoreFailed {
-                    id: id.to_string(),
-                    target: target.redacted(),
-                    message: "the URL names no database; add /DBNAME".into(),
-                });
-            }
-            let server = with_database(target, "")?;
-            let mut conn = connect(&server).await?;
-            let charset = charset_of(&mut conn, &server, &name).await?;
-            recreate(&mut conn, &server, &name, charset).await?;
-            let _ = conn.close().await;
-            load(id, target, &client, input).await
-        })
+        self.replace(request.id, request.target, input)
     }
 
     fn tables<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Vec<TableRows>> {

@@ -1,6 +1,8 @@
 //! The byte pipelines, both with bounded memory and no temporary copy on disk:
-//! - backup: dump stdout → (async reader task) → gzip + SHA-256 (blocking thread) → store body;
-//! - restore/verify: store object → SHA-256 + gunzip (blocking thread) → decompressed bytes.
+//! - backup: dump stdout → (async reader task) → gzip or zstd + SHA-256 (blocking thread) →
+//!   store body;
+//! - restore/verify: store object → SHA-256 + gunzip or zstd (blocking thread) → decompressed
+//!   bytes, the compression being the one the manifest records.
 //!
 //! Channels between the stages hold a few chunks of [`CHUNK`] bytes, so memory stays under a few
 //! MiB whatever the database size. Compression runs on a blocking thread so it never stalls the
@@ -17,14 +19,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
-use flate2::Compression;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::engine::{BoxFut, ByteStream};
 use crate::error::{BackupError, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Compression, Manifest};
 use crate::{Phase, Progress};
 
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -98,6 +99,47 @@ pub(crate) struct Totals {
     pub sha256: String,
 }
 
+/// The compressing side, writing into a buffer the pipeline empties after every chunk.
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Encoder {
+    fn new(compression: Compression, level: i32) -> std::io::Result<Self> {
+        let buf = Vec::with_capacity(CHUNK);
+        Ok(match compression {
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                buf,
+                flate2::Compression::new(level.clamp(0, 9) as u32),
+            )),
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(buf, level)?),
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.write_all(data),
+            Encoder::Zstd(e) => e.write_all(data),
+        }
+    }
+
+    /// The compressed bytes produced so far.
+    fn take(&mut self) -> Vec<u8> {
+        match self {
+            Encoder::Gzip(e) => std::mem::take(e.get_mut()),
+            Encoder::Zstd(e) => std::mem::take(e.get_mut()),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
 enum Msg {
     Data(Bytes),
     End,
@@ -112,7 +154,7 @@ pub(crate) fn compress(
     finish: BoxFut<'static, ()>,
     tool: String,
     database: String,
-    level: u32,
+    (compression, level): (Compression, i32),
     progress: Arc<dyn Progress>,
 ) -> (ByteStream, BoxFut<'static, Totals>) {
     let (raw_tx, mut raw_rx) = mpsc::channel::<Msg>(DEPTH);
@@ -173,8 +215,7 @@ pub(crate) fn compress(
         tokio::task::spawn_blocking(move || -> std::result::Result<(u64, String), String> {
             let mut hasher = Sha256::new();
             let mut compressed = 0u64;
-            let mut enc =
-                flate2::write::GzEncoder::new(Vec::with_capacity(CHUNK), Compression::new(level));
+            let mut enc = Some(Encoder::new(compression, level).map_err(|e| e.to_string())?);
             let mut emit =
                 |bytes: Vec<u8>, hasher: &mut Sha256| -> std::result::Result<(), String> {
                     if bytes.is_empty() {
@@ -189,12 +230,14 @@ pub(crate) fn compress(
             loop {
                 match raw_rx.blocking_recv() {
                     Some(Msg::Data(chunk)) => {
-                        enc.write_all(&chunk).map_err(|e| e.to_string())?;
-                        let out = std::mem::take(enc.get_mut());
+                        let e = enc.as_mut().ok_or("the compressor finished early")?;
+                        e.write_all(&chunk).map_err(|e| e.to_string())?;
+                        let out = e.take();
                         emit(out, &mut hasher)?;
                     }
                     Some(Msg::End) => {
-                        let out = enc.finish().map_err(|e| e.to_string())?;
+                        let e = enc.take().ok_or("the compressor finished early")?;
+                        let out = e.finish().map_err(|e| e.to_string())?;
                         emit(out, &mut hasher)?;
                         break;
                     }
@@ -253,7 +296,63 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Streams a stored object through SHA-256 and gunzip, checking it against `manifest`. Returns
+/// The decompressing side, over the hashing reader of the stored object.
+enum Decoder<R: Read> {
+    Gzip(Box<flate2::bufread::GzDecoder<std::io::BufReader<HashingReader<R>>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, std::io::BufReader<HashingReader<R>>>>),
+}
+
+impl<R: Read> Decoder<R> {
+    fn new(compression: Compression, inner: HashingReader<R>) -> std::io::Result<Self> {
+        Ok(match compression {
+            // Over a BufReader of ferry's own, so the bytes it read ahead past the end of the
+            // gzip member are not lost (flate2's `read::GzDecoder` would drop them).
+            Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::GzDecoder::new(
+                std::io::BufReader::new(inner),
+            ))),
+            // One frame, as ferry writes it; bytes after it are found as trailing garbage.
+            Compression::Zstd => Decoder::Zstd(Box::new(
+                zstd::stream::read::Decoder::new(inner)?.single_frame(),
+            )),
+        })
+    }
+
+    /// Compressed bytes read so far.
+    fn compressed(&self) -> u64 {
+        match self {
+            Decoder::Gzip(d) => d.get_ref().get_ref().count,
+            Decoder::Zstd(d) => d.get_ref().get_ref().count,
+        }
+    }
+
+    /// The hashing reader back, after reading whatever follows the compressed stream into
+    /// `rest`.
+    fn finish(self, rest: &mut Vec<u8>) -> std::io::Result<HashingReader<R>> {
+        match self {
+            Decoder::Gzip(d) => {
+                let mut buffered = d.into_inner();
+                buffered.read_to_end(rest)?;
+                Ok(buffered.into_inner())
+            }
+            Decoder::Zstd(d) => {
+                let mut buffered = d.finish();
+                buffered.read_to_end(rest)?;
+                Ok(buffered.into_inner())
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+/// Streams a stored object through SHA-256 and its decompressor, checking it against `manifest`. Returns
 /// the decompressed bytes (which fail with an error instead of ending when the object does not
 /// match) and a future that resolves once the check passed.
 ///
@@ -278,20 +377,22 @@ pub(crate) fn decode(
             hasher: Sha256::new(),
             count: 0,
         };
-        let mut dec = flate2::read::GzDecoder::new(hashing);
+        let kind = m.compression.as_str();
         let mut raw = 0u64;
         let outcome: Result<()> = (|| {
+            let mut dec = Decoder::new(m.compression, hashing)
+                .map_err(|e| corrupt(format!("cannot start the {kind} decoder ({e})")))?;
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = dec
                     .read(&mut buf)
-                    .map_err(|e| corrupt(format!("the gzip stream is damaged ({e})")))?;
+                    .map_err(|e| corrupt(format!("the {kind} stream is damaged ({e})")))?;
                 if n == 0 {
                     break;
                 }
                 buf.truncate(n);
                 raw += n as u64;
-                meter.tick(dec.get_ref().count, false);
+                meter.tick(dec.compressed(), false);
                 if raw > m.raw_bytes {
                     return Err(corrupt(format!(
                         "it decompresses to more than the {} bytes its manifest records",
@@ -302,15 +403,14 @@ pub(crate) fn decode(
                     return Err(BackupError::Internal("restore stopped reading".into()));
                 }
             }
-            let mut hashing = dec.into_inner();
             let mut rest = Vec::new();
-            hashing
-                .read_to_end(&mut rest)
+            let hashing = dec
+                .finish(&mut rest)
                 .map_err(|e| corrupt(format!("cannot read it to the end ({e})")))?;
             meter.tick(hashing.count, true);
             if !rest.is_empty() {
                 return Err(corrupt(format!(
-                    "{} bytes follow the end of the gzip stream",
+                    "{} bytes follow the end of the {kind} stream",
                     rest.len()
                 )));
             }
@@ -410,12 +510,20 @@ mod tests {
         raw: &'static [u8],
         finish: BoxFut<'static, ()>,
     ) -> (Result<Totals>, Vec<u8>, bool) {
+        run_with(raw, finish, Compression::Gzip).await
+    }
+
+    async fn run_with(
+        raw: &'static [u8],
+        finish: BoxFut<'static, ()>,
+        compression: Compression,
+    ) -> (Result<Totals>, Vec<u8>, bool) {
         let (mut body, done) = compress(
             Box::pin(raw),
             finish,
             "t".into(),
             "db".into(),
-            1,
+            (compression, compression.default_level()),
             Arc::new(Quiet),
         );
         let mut out = Vec::new();
@@ -425,8 +533,19 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip_and_checks() {
-        let data: &'static [u8] = Box::leak(vec![7u8; 3 * CHUNK + 5].into_boxed_slice());
-        let (totals, gz, ok) = run(data, ok_finish()).await;
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            round_trip_and_checks_with(compression).await;
+        }
+    }
+
+    async fn round_trip_and_checks_with(compression: Compression) {
+        let data: &'static [u8] = Box::leak(
+            (0..3 * CHUNK + 5)
+                .map(|i| (i % 251) as u8 ^ (i / 7) as u8)
+                .collect::<Vec<u8>>()
+                .into_boxed_slice(),
+        );
+        let (totals, gz, ok) = run_with(data, ok_finish(), compression).await;
         assert!(ok);
         let totals = totals.unwrap();
         assert_eq!(totals.raw_bytes, data.len() as u64);
@@ -444,6 +563,7 @@ mod tests {
             tool: String::new(),
             ferry_version: String::new(),
             raw_bytes: totals.raw_bytes,
+            compression,
             compressed_bytes: totals.compressed_bytes,
             sha256: totals.sha256.clone(),
             duration_ms: 0,
@@ -472,6 +592,25 @@ mod tests {
         let mut sink = Vec::new();
         assert!(s.read_to_end(&mut sink).await.is_err());
         assert!(matches!(v.await, Err(BackupError::Corrupt { .. })));
+
+        // Bytes after the compressed stream are refused too.
+        let mut long = gz.clone();
+        long.extend_from_slice(b"junk");
+        let padded = Manifest {
+            compressed_bytes: long.len() as u64,
+            sha256: hex::encode(Sha256::digest(&long)),
+            ..manifest
+        };
+        let (mut s, v) = decode(
+            Box::pin(std::io::Cursor::new(long)),
+            &padded,
+            Arc::new(Quiet),
+            Phase::Verify,
+        );
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+        let err = v.await.unwrap_err().to_string();
+        assert!(err.contains("follow the end"), "{compression:?}: {err}");
     }
 
     #[tokio::test]

@@ -18,7 +18,9 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqliteConnection};
 use tokio::io::AsyncWriteExt;
 
-use crate::engine::{BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, db};
+use crate::engine::{
+    BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, Restored, SnapshotInfo, db,
+};
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
 
@@ -108,53 +110,9 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-impl DumpEngine for Sqlite {
-    fn start_dump<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Dump> {
-        Box::pin(async move {
-            let mut conn = open_url(url).await?;
-            let server: String = sqlx::query_scalar("SELECT sqlite_version()")
-                .fetch_one(&mut conn)
-                .await
-                .map_err(db(url, "reading the SQLite version"))?;
-            let snapshot = tempfile::Builder::new()
-                .prefix("ferry-snapshot-")
-                .suffix(".db")
-                .tempfile()
-                .map_err(BackupError::io("a temporary snapshot file"))?;
-            let snap_path = snapshot.path().to_path_buf();
-            sqlx::query("VACUUM INTO ?")
-                .bind(snap_path.display().to_string())
-                .execute(&mut conn)
-                .await
-                .map_err(db(url, "writing the snapshot (VACUUM INTO)"))?;
-            let _ = conn.close().await;
-
-            let mut snap = open_file(&snap_path, url, true).await?;
-            let tables = count_tables(&mut snap, url).await?;
-            let schema_version = schema_version(&mut snap, url).await?;
-            let _ = snap.close().await;
-
-            let file = tokio::fs::File::open(&snap_path)
-                .await
-                .map_err(BackupError::io(snap_path.display()))?;
-            Ok(Dump {
-                info: SnapshotInfo {
-                    server_version: server,
-                    tool: "sqlite VACUUM INTO".into(),
-                    tables,
-                    schema_version,
-                },
-                stream: Box::pin(file),
-                finish: Box::pin(async move {
-                    // Read to the end by now; deleting the snapshot is the only thing left.
-                    drop(snapshot);
-                    Ok(())
-                }),
-            })
-        })
-    }
-
-    fn restore<'a>(
+impl Sqlite {
+    /// Replaces the contents of `target` with the dump read from `input`.
+    fn replace<'a>(
         &'a self,
         id: &'a str,
         target: &'a DatabaseUrl,
@@ -213,6 +171,72 @@ impl DumpEngine for Sqlite {
             }
             Ok(())
         })
+    }
+}
+
+impl DumpEngine for Sqlite {
+    fn start_dump<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Dump> {
+        Box::pin(async move {
+            let mut conn = open_url(url).await?;
+            let server: String = sqlx::query_scalar("SELECT sqlite_version()")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(db(url, "reading the SQLite version"))?;
+            let snapshot = tempfile::Builder::new()
+                .prefix("ferry-snapshot-")
+                .suffix(".db")
+                .tempfile()
+                .map_err(BackupError::io("a temporary snapshot file"))?;
+            let snap_path = snapshot.path().to_path_buf();
+            sqlx::query("VACUUM INTO ?")
+                .bind(snap_path.display().to_string())
+                .execute(&mut conn)
+                .await
+                .map_err(db(url, "writing the snapshot (VACUUM INTO)"))?;
+            let _ = conn.close().await;
+
+            let mut snap = open_file(&snap_path, url, true).await?;
+            let tables = count_tables(&mut snap, url).await?;
+            let schema_version = schema_version(&mut snap, url).await?;
+            let _ = snap.close().await;
+
+            let file = tokio::fs::File::open(&snap_path)
+                .await
+                .map_err(BackupError::io(snap_path.display()))?;
+            Ok(Dump {
+                info: SnapshotInfo {
+                    server_version: server,
+                    tool: "sqlite VACUUM INTO".into(),
+                    tables,
+                    schema_version,
+                },
+                stream: Box::pin(file),
+                finish: Box::pin(async move {
+                    // Read to the end by now; deleting the snapshot is the only thing left.
+                    drop(snapshot);
+                    Ok(())
+                }),
+            })
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        request: &'a RestoreRequest<'a>,
+        input: RestoreInput,
+    ) -> BoxFut<'a, Restored> {
+        Box::pin(async move {
+            self.replace(request.id, request.target, input).await?;
+            Ok(Restored::single())
+        })
+    }
+
+    fn load_scratch<'a>(
+        &'a self,
+        request: &'a RestoreRequest<'a>,
+        input: RestoreInput,
+    ) -> BoxFut<'a, ()> {
+        self.replace(request.id, request.target, input)
     }
 
     fn tables<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Vec<TableRows>> {

@@ -1,11 +1,11 @@
 //! `ferry backup ...`: resolves the database and the store, calls `ferry_backup`, renders.
 
-use ferry_backup::{Backups, Manifest, PrunePolicy};
+use ferry_backup::{Backups, Manifest, PrunePolicy, RestoreOptions};
 use ferry_core::DatabaseUrl;
 
 use crate::opt::BackupCommand;
 use crate::output::{Printer, byte_progress, table};
-use crate::{CliError, exit, open_store, settings};
+use crate::{CliError, backup_options, exit, open_store, settings};
 use ferry_core::Overrides;
 
 pub async fn run(
@@ -14,7 +14,7 @@ pub async fn run(
     printer: &Printer,
 ) -> Result<u8, CliError> {
     let settings = settings(global)?;
-    let backups = Backups::new(open_store(&settings).await?);
+    let backups = Backups::with_options(open_store(&settings).await?, backup_options(&settings)?);
     let progress = byte_progress(printer);
     match cmd {
         BackupCommand::Create { label, .. } => {
@@ -67,15 +67,25 @@ pub async fn run(
                 s
             });
         }
-        BackupCommand::Restore { id, to, yes, .. } => {
+        BackupCommand::Restore {
+            id,
+            to,
+            yes,
+            jobs,
+            keep_old,
+            no_owner,
+            role,
+            ..
+        } => {
             let target = match &to {
                 Some(url) => DatabaseUrl::parse(url)?,
                 None => settings.require_database_url()?.clone(),
             };
+            let mut confirmed = yes;
             if to.is_none() && !yes {
                 let question = format!("Replace the entire contents of {target} with backup {id}?");
                 match printer.confirm(&question) {
-                    Some(true) => {}
+                    Some(true) => confirmed = true,
                     Some(false) => {
                         return Err(CliError::NotConfirmed(
                             "not confirmed; the database was not touched".into(),
@@ -89,10 +99,19 @@ pub async fn run(
                     }
                 }
             }
-            let report = backups.restore(&id, &target, &progress).await?;
+            let options = RestoreOptions {
+                jobs: jobs.map(usize::from),
+                end_sessions: confirmed,
+                keep_old,
+                no_owner,
+                role,
+            };
+            let report = backups
+                .restore_with(&id, &target, &options, &progress)
+                .await?;
             drop(progress);
             printer.emit(&report, |r| {
-                format!(
+                let mut s = format!(
                     "restored backup {} into {} in {} ms; schema version {}",
                     r.id,
                     r.target,
@@ -100,7 +119,14 @@ pub async fn run(
                     r.schema_version
                         .map(|v| v.to_string())
                         .unwrap_or_else(|| "none".into())
-                )
+                );
+                if r.sessions_ended > 0 {
+                    s.push_str(&format!("; ended {} session(s)", r.sessions_ended));
+                }
+                if let Some(old) = &r.kept_old {
+                    s.push_str(&format!("; the replaced database is kept as {old}"));
+                }
+                s
             });
         }
         BackupCommand::Prune {

@@ -31,7 +31,8 @@ async fn deployer(settings: &Settings) -> Result<Deployer, CliError> {
     let store = open_store(settings).await?;
     let promoter = Promoter::from_config(store.clone(), &settings.file, store_options(settings))?
         .with_registry_options(crate::env::Environment::get().registry_options(settings.network));
-    let backups = ferry_backup::Backups::new(store.clone());
+    let backups =
+        ferry_backup::Backups::with_options(store.clone(), crate::backup_options(settings)?);
     Ok(Deployer::new(store, promoter, backups))
 }
 

@@ -164,11 +164,12 @@ fn backup_code(e: &ferry_backup::BackupError) -> (u8, &'static str) {
     use ferry_backup::BackupError as B;
     match e {
         B::NotFound { .. } => (exit::INVALID, "not_found"),
-        B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing => {
+        B::BadId { .. } | B::EngineMismatch { .. } | B::KeepNothing | B::BadLevel { .. } => {
             (exit::INVALID, "invalid_input")
         }
         B::Corrupt { .. } | B::BadManifest { .. } => (exit::REFUSED, "corrupt_backup"),
         B::CheckMismatch { .. } => (exit::REFUSED, "restore_check_mismatch"),
+        B::SessionsOpen { .. } => (exit::REFUSED, "sessions_open"),
         B::ToolMissing { .. } | B::ToolTooOld { .. } => (exit::FAILED, "dump_tool"),
         B::ToolFailed { .. } | B::ToolSpawn { .. } | B::EmptyDump { .. } => {
             (exit::FAILED, "dump_failed")
@@ -350,6 +351,33 @@ pub(crate) fn store_options(settings: &Settings) -> ferry_store::StoreOptions {
 }
 
 /// The store of the settings: `--store`/`FERRY_STORE`, `[store] url`, or `.ferry/`.
+/// `[backup]` of `ferry.toml` as the backup library's options.
+pub(crate) fn backup_options(settings: &Settings) -> Result<ferry_backup::Options, CliError> {
+    let section = &settings.file.backup;
+    let mut options = ferry_backup::Options::default();
+    if let Some(name) = &section.compression {
+        options.compression =
+            ferry_backup::Compression::parse(name).ok_or_else(|| CoreError::BadValue {
+                what: "[backup] compression".into(),
+                value: name.clone(),
+                reason: "expected \"gzip\" or \"zstd\"".into(),
+            })?;
+    }
+    if let Some(level) = section.level {
+        let levels = options.compression.levels();
+        if !levels.contains(&level) {
+            return Err(CoreError::BadValue {
+                what: format!("[backup] level (for {})", options.compression.as_str()),
+                value: level.to_string(),
+                reason: format!("expected {} to {}", levels.start(), levels.end()),
+            }
+            .into());
+        }
+        options.compression_level = Some(level);
+    }
+    Ok(options)
+}
+
 pub(crate) async fn open_store(
     settings: &Settings,
 ) -> Result<std::sync::Arc<dyn ferry_store::ObjectStore>, CliError> {

@@ -349,9 +349,25 @@ pub enum BackupCommand {
         /// Restore into this database instead of the configured one
         #[arg(long, value_name = "URL")]
         to: Option<String>,
-        /// Restore over the configured database without asking
+        /// Restore over the configured database without asking, and end the sessions
+        /// connected to the target (PostgreSQL swaps the restored database in by a rename,
+        /// which needs the target to itself); without it a target with sessions is refused
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Parallel loading connections (PostgreSQL) [default: one per core]
+        #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Keep the replaced database under a new name instead of dropping it (PostgreSQL);
+        /// the name is printed
+        #[arg(long)]
+        keep_old: bool,
+        /// Do not restore the objects' owners: everything belongs to the restoring user
+        /// (PostgreSQL), for a server that lacks the backup's roles
+        #[arg(long)]
+        no_owner: bool,
+        /// Restore as this role (PostgreSQL: `SET ROLE` for every restoring session)
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
         #[command(flatten)]
         db: DbOpts,
         #[command(flatten)]

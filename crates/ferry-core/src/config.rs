@@ -36,6 +36,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
+    pub backup: BackupSection,
+    #[serde(default)]
     pub env: BTreeMap<String, EnvSection>,
     /// What a successful `ferry deploy` does to the repository (`deploy.rs`).
     #[serde(default)]
@@ -53,6 +55,15 @@ pub struct MigrationsSection {
     pub ddl_lock_timeout: Option<String>,
     /// How many times a migration that gave up waiting for a table lock is tried again.
     pub ddl_lock_retries: Option<u32>,
+}
+
+/// `[backup]`: how new backups are compressed (`ferry-backup` checks the values).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// `gzip` or `zstd`.
+    pub compression: Option<String>,
+    pub level: Option<i32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -25,6 +25,13 @@ pub async fn store_with(options: Options) -> Store {
     }
 }
 
+/// Another `Backups` over the same store directory, with other options.
+pub async fn reopen(store: &Store, options: Options) -> Backups {
+    let url = format!("file://{}", store.dir.path().join("store").display());
+    let s = ferry_store::open(&url, &Default::default()).await.unwrap();
+    Backups::with_options(s, options)
+}
+
 pub async fn store() -> Store {
     store_with(Options::default()).await
 }
@@ -46,14 +53,19 @@ pub fn fake_tool_dir(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// The stored data object of backup `id` (`data.zst` or `data.gz`).
+pub fn data_file(store: &Store, id: &str) -> std::path::PathBuf {
+    let dir = store.dir.path().join("store/backups").join(id);
+    ["data.zst", "data.gz"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("backup {id} has no data object in {}", dir.display()))
+}
+
 /// Flips one byte in the middle of a backup's stored data.
 pub fn corrupt(store: &Store, id: &str) {
-    let path = store
-        .dir
-        .path()
-        .join("store/backups")
-        .join(id)
-        .join("data.gz");
+    let path = data_file(store, id);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;

@@ -1,4 +1,5 @@
-//! PostgreSQL: `pg_dump` of an exported snapshot, restored in one transaction.
+//! PostgreSQL: `pg_dump` of an exported snapshot, restored into a new database that replaces
+//! the target by a rename.
 //!
 //! **Why the custom format (`pg_dump -Fc -Z0`).** Plain SQL would also stream, but the custom
 //! format is the one `pg_restore` understands: it carries a table of contents, so a DBA can list
@@ -10,13 +11,12 @@
 //! streamed object and cannot be restored in one transaction. `-Z0` because ferry compresses once,
 //! in the pipeline (zlib-rs, level 1); compressing twice costs CPU and gains nothing.
 //!
-//! **Restore is one transaction.** `pg_restore -f -` turns the archive into SQL, which ferry
-//! pipes into `psql --single-transaction -v ON_ERROR_STOP=1`, preceded by SQL that drops the
-//! target's non-system schemas (and so every object in them) and recreates `public`. ferry holds
-//! `psql`'s stdin and closes it (which commits) only after the whole object passed its checksum;
-//! any failure kills `psql` before that, so the target is left exactly as it was. The price is
-//! that a restore is single-threaded (no `pg_restore -j`): atomicity matters more after a failed
-//! release than the last bit of speed.
+//! **Restore is all-or-nothing, and parallel.** A restore never writes into the target: it
+//! creates a new database beside it (`swap.rs`), loads it (`load.rs`: schema, then the rows in
+//! `--jobs` parallel `COPY` streams, a big table split across all of them, then indexes and
+//! constraints with `pg_restore -j`), checks its tables and row counts against the manifest,
+//! and only then ends the target's sessions and swaps the names with `ALTER DATABASE … RENAME`.
+//! Any failure before the swap drops the new database and leaves the target as it was.
 //!
 //! **Consistent row counts.** ferry opens `REPEATABLE READ` on its own connection, exports the
 //! snapshot (`pg_export_snapshot()`), counts every table in it, and gives `pg_dump --snapshot`,
@@ -25,15 +25,16 @@
 //!
 //! Passwords reach the tools through `PGPASSWORD`, never their arguments.
 
-use std::process::Stdio;
+mod archive;
+mod load;
+mod swap;
 
 use ferry_core::DatabaseUrl;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
-use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
-    BoxFut, Dump, DumpEngine, RestoreInput, SnapshotInfo, Tool, ToolSearch, clean_stderr,
-    collect_stderr, create_scratch, db, drop_scratch, parse_version, spawn_dump, url_parts,
+    BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, Restored, SnapshotInfo, ToolSearch,
+    create_scratch, db, drop_scratch, parse_version, spawn_dump, url_parts,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -44,7 +45,7 @@ pub(crate) struct Postgres {
     pub tools: ToolSearch,
 }
 
-async fn connect(url: &DatabaseUrl) -> Result<PgConnection> {
+pub(crate) async fn connect(url: &DatabaseUrl) -> Result<PgConnection> {
     PgConnection::connect(&url.for_driver())
         .await
         .map_err(|source| BackupError::Connect {
@@ -54,7 +55,7 @@ async fn connect(url: &DatabaseUrl) -> Result<PgConnection> {
 }
 
 /// The URL for libpq tools without any password, and the password for `PGPASSWORD`.
-fn libpq_target(url: &DatabaseUrl) -> Result<(String, Option<String>)> {
+pub(crate) fn libpq_target(url: &DatabaseUrl) -> Result<(String, Option<String>)> {
     let mut parsed = url::Url::parse(url.expose())
         .map_err(|e| BackupError::Internal(format!("cannot parse {url}: {e}")))?;
     // Decoded as the driver decodes it (a raw `+` is a `+`), so the tools log in as ferry did.
@@ -74,7 +75,7 @@ fn libpq_target(url: &DatabaseUrl) -> Result<(String, Option<String>)> {
     Ok((parsed.to_string(), password))
 }
 
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     ferry_core::scratch::quote_ident(ferry_core::Engine::Postgres, name)
 }
 
@@ -89,7 +90,10 @@ WHERE c.relkind IN ('r', 'p')
 ORDER BY 1, 2";
 
 /// Every table and its row count, on `conn` (inside whatever transaction it has open).
-async fn count_tables(conn: &mut PgConnection, url: &DatabaseUrl) -> Result<Vec<TableRows>> {
+pub(crate) async fn count_tables(
+    conn: &mut PgConnection,
+    url: &DatabaseUrl,
+) -> Result<Vec<TableRows>> {
     let rows = sqlx::query(TABLES)
         .fetch_all(&mut *conn)
         .await
@@ -119,7 +123,10 @@ async fn schema_version(conn: &mut PgConnection, url: &DatabaseUrl) -> Result<Op
         .map_err(db(url, "reading the schema version"))
 }
 
-async fn server_version(conn: &mut PgConnection, url: &DatabaseUrl) -> Result<(String, i32)> {
+pub(crate) async fn server_version(
+    conn: &mut PgConnection,
+    url: &DatabaseUrl,
+) -> Result<(String, i32)> {
     let row = sqlx::query(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
     )
@@ -134,6 +141,18 @@ async fn server_version(conn: &mut PgConnection, url: &DatabaseUrl) -> Result<(S
         .map_err(db(url, "reading the server version"))?;
     let short = text.split_whitespace().next().unwrap_or(&text).to_string();
     Ok((short, num))
+}
+
+/// Every table of `url` and its row count, in one snapshot.
+pub(crate) async fn tables_of(url: &DatabaseUrl) -> Result<Vec<TableRows>> {
+    let mut conn = connect(url).await?;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut conn)
+        .await
+        .map_err(db(url, "opening a snapshot"))?;
+    let tables = count_tables(&mut conn, url).await;
+    let _ = conn.close().await;
+    tables
 }
 
 impl DumpEngine for Postgres {
@@ -188,45 +207,38 @@ impl DumpEngine for Postgres {
         })
     }
 
+    fn preflight<'a>(&'a self, request: &'a RestoreRequest<'a>) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.tools.find(&["pg_restore"], PACKAGE)?;
+            swap::preflight(request).await
+        })
+    }
+
     fn restore<'a>(
         &'a self,
-        id: &'a str,
-        target: &'a DatabaseUrl,
+        request: &'a RestoreRequest<'a>,
+        input: RestoreInput,
+    ) -> BoxFut<'a, Restored> {
+        Box::pin(async move {
+            let pg_restore = self.tools.find(&["pg_restore"], PACKAGE)?;
+            swap::restore(request, &pg_restore, input).await
+        })
+    }
+
+    fn load_scratch<'a>(
+        &'a self,
+        request: &'a RestoreRequest<'a>,
         input: RestoreInput,
     ) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let pg_restore = self.tools.find(&["pg_restore"], PACKAGE)?;
-            let psql = self.tools.find(&["psql"], PACKAGE)?;
-            let prelude = {
-                let mut conn = connect(target).await?;
-                let (_, num) = server_version(&mut conn, target).await?;
-                let schemas: Vec<String> = sqlx::query_scalar(
-                    r"SELECT nspname::text FROM pg_namespace
-                      WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-                        AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
-                      ORDER BY 1",
-                )
-                .fetch_all(&mut conn)
-                .await
-                .map_err(db(target, "listing schemas"))?;
-                let _ = conn.close().await;
-                reset_sql(&schemas, num)
-            };
-            run_restore(id, target, &pg_restore, &psql, &prelude, input).await
+            swap::load_verified(request, request.target, &pg_restore, input).await?;
+            Ok(())
         })
     }
 
     fn tables<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Vec<TableRows>> {
-        Box::pin(async move {
-            let mut conn = connect(url).await?;
-            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .execute(&mut conn)
-                .await
-                .map_err(db(url, "opening a snapshot"))?;
-            let tables = count_tables(&mut conn, url).await;
-            let _ = conn.close().await;
-            tables
-        })
+        Box::pin(tables_of(url))
     }
 
     fn create_scratch<'a>(
@@ -250,147 +262,6 @@ impl DumpEngine for Postgres {
     }
 }
 
-/// SQL that empties a database the way a fresh one is: every non-system schema dropped, a
-/// default `public` recreated (`pg_dump` does not emit `CREATE SCHEMA public`).
-fn reset_sql(schemas: &[String], server_num: i32) -> String {
-    let mut sql = String::from("SET client_min_messages = warning;\n");
-    for s in schemas {
-        sql.push_str(&format!("DROP SCHEMA {} CASCADE;\n", quote_ident(s)));
-    }
-    if server_num >= 150000 {
-        // As PostgreSQL 15 makes it, owned by pg_database_owner; a database owner who is not
-        // a superuser may not name that role (its membership is implicit), and gets the schema
-        // itself, which is what it would own through that role anyway.
-        sql.push_str(
-            "DO $ferry$ BEGIN\n\
-               IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN\n\
-                 CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
-               ELSE\n\
-                 CREATE SCHEMA public;\n\
-               END IF;\n\
-             END $ferry$;\n\
-             GRANT USAGE ON SCHEMA public TO PUBLIC;\n",
-        );
-    } else {
-        sql.push_str("CREATE SCHEMA public;\nGRANT ALL ON SCHEMA public TO PUBLIC;\n");
-    }
-    sql.push_str(
-        "COMMENT ON SCHEMA public IS 'standard public schema';\nRESET client_min_messages;\n",
-    );
-    sql
-}
-
-async fn run_restore(
-    id: &str,
-    target: &DatabaseUrl,
-    pg_restore: &Tool,
-    psql: &Tool,
-    prelude: &str,
-    input: RestoreInput,
-) -> Result<()> {
-    let failed = |message: String| BackupError::RestoreFailed {
-        id: id.to_string(),
-        target: target.redacted(),
-        message,
-    };
-    let (dbname, password) = libpq_target(target)?;
-    let mut psql_cmd = psql.command();
-    psql_cmd
-        .args([
-            "-X",
-            "-q",
-            "--no-password",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            "-f",
-            "-",
-        ])
-        .arg(format!("--dbname={dbname}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(p) = &password {
-        psql_cmd.env("PGPASSWORD", p);
-    }
-    let mut psql_child = psql.spawn(&mut psql_cmd)?;
-    let psql_err = collect_stderr(&mut psql_child);
-    let mut psql_in = psql_child
-        .stdin
-        .take()
-        .ok_or_else(|| BackupError::Internal("psql has no stdin".into()))?;
-
-    let mut restore_cmd = pg_restore.command();
-    restore_cmd
-        .args(["--file=-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut restore_child = pg_restore.spawn(&mut restore_cmd)?;
-    let restore_err = collect_stderr(&mut restore_child);
-    let restore_in = restore_child.stdin.take();
-    let restore_out = restore_child.stdout.take();
-
-    let mut stream = input.stream;
-    let feed = async move {
-        let Some(mut stdin) = restore_in else {
-            return Ok(0);
-        };
-        let n = tokio::io::copy(&mut stream, &mut stdin).await;
-        let _ = stdin.shutdown().await;
-        n
-    };
-    let pump = async {
-        psql_in.write_all(prelude.as_bytes()).await?;
-        let Some(mut out) = restore_out else {
-            return Ok(0);
-        };
-        tokio::io::copy(&mut out, &mut psql_in).await
-    };
-    let (fed, pumped, verified) = tokio::join!(feed, pump, input.verified);
-    let restore_status = restore_child.wait().await;
-    let restore_stderr = restore_err.await.unwrap_or_default();
-
-    // Commit only if every stage succeeded: closing psql's stdin ends the single transaction
-    // with COMMIT; killing psql instead rolls it back.
-    let all_ok = verified.is_ok()
-        && fed.is_ok()
-        && pumped.is_ok()
-        && restore_status.as_ref().is_ok_and(|s| s.success());
-    if all_ok {
-        drop(psql_in);
-    } else {
-        let _ = psql_child.start_kill();
-        drop(psql_in);
-    }
-    let psql_status = psql_child.wait().await;
-    let psql_stderr = psql_err.await.unwrap_or_default();
-    let psql_ok = psql_status.as_ref().is_ok_and(|s| s.success());
-
-    if all_ok && psql_ok {
-        return Ok(());
-    }
-    verified?;
-    if !psql_ok && !psql_stderr.is_empty() {
-        return Err(failed(format!(
-            "psql: {}; the target was left unchanged",
-            clean_stderr(&psql_stderr)
-        )));
-    }
-    if !restore_status.as_ref().is_ok_and(|s| s.success()) {
-        return Err(failed(format!(
-            "pg_restore: {}; the target was left unchanged",
-            clean_stderr(&restore_stderr)
-        )));
-    }
-    let io = fed.err().or(pumped.err());
-    Err(failed(format!(
-        "{}; the target was left unchanged",
-        io.map(|e| e.to_string())
-            .unwrap_or_else(|| format!("psql exited with {psql_status:?}"))
-    )))
-}
-
 fn join(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
 }
@@ -412,12 +283,5 @@ mod tests {
         // A raw `+` in the user info is a `+`, as the driver reads it; `%2B` is one too.
         let url = DatabaseUrl::parse("postgres://app:a+b%2Bc@h/db").unwrap();
         assert_eq!(libpq_target(&url).unwrap().1.as_deref(), Some("a+b+c"));
-    }
-
-    #[test]
-    fn reset_quotes_schema_names() {
-        let sql = reset_sql(&["public".into(), "we\"ird".into()], 150000);
-        assert!(sql.contains("DROP SCHEMA \"we\"\"ird\" CASCADE;"));
-        assert!(sql.contains("AUTHORIZATION pg_database_owner"));
     }
 }
