@@ -563,7 +563,14 @@ async fn apply_schema(
             let r = run
                 .dep
                 .backups
-                .restore(&id, &url, &ferry_backup::Quiet::arc())
+                // `--restore-backup ID` (confirmed at a terminal) is the consent to end the
+                // application's sessions for the swap.
+                .restore_with(
+                    &id,
+                    &url,
+                    &crate::run::end_sessions(),
+                    &ferry_backup::Quiet::arc(),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(SchemaChange {

@@ -1209,7 +1209,9 @@ async fn restore_or_stop(run: &mut Run<'_>, why: &str, message: &mut Option<Stri
     match run
         .dep
         .backups
-        .restore(&id, &url, &QuietBackup::arc())
+        // The application is still connected: restore_on_failure = true is the environment's
+        // consent to end its sessions for the swap (and to lose what it wrote since).
+        .restore_with(&id, &url, &end_sessions(), &QuietBackup::arc())
         .await
     {
         Ok(r) => {
@@ -1425,4 +1427,13 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
         None => run.skip("post_deploy", "no post_deploy hook").await?,
     }
     Ok(run.finish(Status::Planned, None).await)
+}
+
+/// How the rollbacks restore a backup over the environment's database: its sessions (the
+/// application's) are ended for the swap, which a restore over a live database needs.
+pub(crate) fn end_sessions() -> ferry_backup::RestoreOptions {
+    ferry_backup::RestoreOptions {
+        end_sessions: true,
+        ..Default::default()
+    }
 }
