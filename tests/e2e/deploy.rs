@@ -464,7 +464,11 @@ async fn irreversible_world(db: TestDb, restore: bool) -> (World, String) {
 async fn an_irreversible_migration_restores_the_backup_when_allowed(db: TestDb) {
     let (w, before) = irreversible_world(db, true).await;
     let v2 = w.push(V2);
+    // The application stays connected through the deploy: the restore ends its session
+    // (PostgreSQL swaps the restored database in by a rename, which needs it to itself).
+    let app = w.db.connect().await;
     let d = w.deploy(&v2).expect_code(1).json();
+    drop(app);
     assert_eq!(d["status"], "rolled_back", "{d}");
     assert_eq!(rollback_step(&d, "migrate")["status"], "failed");
     let restore = rollback_step(&d, "restore");
