@@ -45,6 +45,26 @@ macro_rules! decode {
     }};
 }
 
+/// Opens the read-only transaction with `begin`, fetches the user's query as one prepared
+/// statement, rolls back whatever happened and closes the connection: the fetched row, if any.
+macro_rules! read_only_row {
+    ($conn:expr, $sql:expr, $err:expr, [$($begin:literal),+]) => {{
+        let mut conn = $conn;
+        $(
+            sqlx::raw_sql($begin)
+                .execute(&mut conn)
+                .await
+                .map_err($err)?;
+        )+
+        let row = sqlx::query(AssertSqlSafe($sql.to_string()))
+            .fetch_optional(&mut conn)
+            .await;
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+        let _ = conn.close().await;
+        row.map_err($err)?
+    }};
+}
+
 /// The first column of the first row, as text (`None`: no rows; `"null"`: SQL NULL).
 pub(super) async fn first_value(
     url: &DatabaseUrl,
@@ -64,17 +84,8 @@ pub(super) async fn first_value(
                     ("default_transaction_read_only", "on"),
                     ("statement_timeout", ms.as_str()),
                 ]);
-            let mut conn = opts.connect().await.map_err(err)?;
-            sqlx::raw_sql("BEGIN READ ONLY")
-                .execute(&mut conn)
-                .await
-                .map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
-                .fetch_optional(&mut conn)
-                .await;
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-            let _ = conn.close().await;
-            let Some(row) = row.map_err(err)? else {
+            let conn = opts.connect().await.map_err(err)?;
+            let Some(row) = read_only_row!(conn, sql, err, ["BEGIN READ ONLY"]) else {
                 return Ok(None);
             };
             decode!(row, "BOOL" => bool, i16, i32, i64, f32, f64, String).map(Some)
@@ -82,21 +93,16 @@ pub(super) async fn first_value(
         Engine::MySql => {
             let opts =
                 sqlx::mysql::MySqlConnectOptions::from_str(&url.for_driver()).map_err(err)?;
-            let mut conn = opts.connect().await.map_err(err)?;
-            sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
-                .execute(&mut conn)
-                .await
-                .map_err(err)?;
-            sqlx::raw_sql("START TRANSACTION READ ONLY")
-                .execute(&mut conn)
-                .await
-                .map_err(err)?;
-            let row = sqlx::query(AssertSqlSafe(sql.to_string()))
-                .fetch_optional(&mut conn)
-                .await;
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-            let _ = conn.close().await;
-            let Some(row) = row.map_err(err)? else {
+            let conn = opts.connect().await.map_err(err)?;
+            let Some(row) = read_only_row!(
+                conn,
+                sql,
+                err,
+                [
+                    "SET SESSION TRANSACTION READ ONLY",
+                    "START TRANSACTION READ ONLY"
+                ]
+            ) else {
                 return Ok(None);
             };
             decode!(row, "BOOLEAN" => bool, i64, u64, f64, String)
