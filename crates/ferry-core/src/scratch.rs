@@ -284,9 +284,18 @@ pub fn is_missing(e: &sqlx::Error) -> bool {
     sqlstate(e).as_deref() == Some("3D000")
 }
 
-/// A database of that name exists already (`42P04` on PostgreSQL).
+/// A database of that name exists already: `42P04` on PostgreSQL, or, when two sessions
+/// create or rename to the same name at the same moment, the catalog's own unique index
+/// (`23505` on `pg_database_datname_index`), which the existence check did not see yet.
 pub fn is_duplicate(e: &sqlx::Error) -> bool {
-    sqlstate(e).as_deref() == Some("42P04")
+    match sqlstate(e).as_deref() {
+        Some("42P04") => true,
+        Some("23505") => e
+            .as_database_error()
+            .and_then(|d| d.constraint())
+            .is_some_and(|c| c == "pg_database_datname_index"),
+        _ => false,
+    }
 }
 
 /// PostgreSQL: closes database `from` to connections for good and renames it to `to`, the
