@@ -36,7 +36,12 @@ fn check(script: &str, engine: Engine) {
     let mut cursor = 0;
     for (line, text) in &statements {
         assert!(!text.is_empty(), "empty statement from {script:?}");
-        assert_eq!(text.trim(), text, "untrimmed statement from {script:?}");
+        // SQL's whitespace is ASCII; a Unicode space belongs to the statement.
+        assert_eq!(
+            text.trim_matches(|c: char| c.is_ascii_whitespace()),
+            text,
+            "untrimmed statement from {script:?}"
+        );
         // `is_blank` reads as PostgreSQL does (`--$$` is a comment there, not on MySQL).
         assert!(
             engine != Engine::Postgres || !is_blank(text),
@@ -62,7 +67,7 @@ fn check(script: &str, engine: Engine) {
                     && script[at + text.len()..]
                         .chars()
                         .next()
-                        .is_none_or(|c| c == ';' || c.is_whitespace())
+                        .is_none_or(|c| c == ';' || c.is_ascii_whitespace())
                     && line_of(script, at) == *line
             });
         let Some((at, _)) = found else {

@@ -139,9 +139,23 @@ fn push(out: &mut Vec<(usize, String)>, script: &str, start: usize, end: usize, 
     if only_comments(piece, mysql) {
         return;
     }
-    let lead = piece.len() - piece.trim_start().len();
+    let lead = piece.len() - trim_start(piece).len();
     let line = script[..start + lead].matches('\n').count() + 1;
-    out.push((line, piece.trim().to_string()));
+    out.push((
+        line,
+        trim_start(piece).trim_end_matches(is_space).to_string(),
+    ));
+}
+
+/// SQL's whitespace is ASCII (space, tab, newline, carriage return, form feed): a no-break
+/// space or another Unicode space is part of a token, not around it, so trimming it would
+/// change a statement (on MySQL, `--` followed by U+00A0 is not a comment, but `--` is).
+fn is_space(c: char) -> bool {
+    c.is_ascii_whitespace()
+}
+
+fn trim_start(s: &str) -> &str {
+    s.trim_start_matches(is_space)
 }
 
 /// True when `sql` holds no statement: nothing but whitespace, comments and `;` (exactly when
@@ -154,16 +168,16 @@ pub fn is_blank(sql: &str) -> bool {
 /// True when a piece between separators holds nothing but whitespace and comments, read as the
 /// splitter reads them (`/* */` nests, an unclosed comment runs to the end).
 fn only_comments(piece: &str, mysql: bool) -> bool {
-    let mut s = piece.trim_start();
+    let mut s = trim_start(piece);
     loop {
         let b = s.as_bytes();
         if b.is_empty() {
             return true;
         }
         if b.starts_with(b"--") && (!mysql || dash_comment_mysql(b, 0)) || (mysql && b[0] == b'#') {
-            s = s[line_end(b, 0)..].trim_start();
+            s = trim_start(&s[line_end(b, 0)..]);
         } else if b.starts_with(b"/*") {
-            s = s[block_comment_end(b, 0, mysql)..].trim_start();
+            s = trim_start(&s[block_comment_end(b, 0, mysql)..]);
         } else {
             return false;
         }
@@ -176,6 +190,27 @@ mod tests {
 
     fn texts(s: &str) -> Vec<String> {
         split_statements(s).into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Found by fuzzing (`sql_split`): `"--\u{a0}\r"` on MySQL is a statement (`--` needs
+    /// ASCII whitespace after it to be a comment), and trimming the no-break space made it
+    /// `--`, which split again is a comment: a statement that was not itself.
+    #[test]
+    fn only_ascii_whitespace_is_trimmed() {
+        let mysql = |s: &str| -> Vec<String> {
+            split_statements_for(s, Engine::MySql)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect()
+        };
+        assert_eq!(mysql("--\u{a0}\r"), ["--\u{a0}"]);
+        assert_eq!(mysql("--\u{a0}"), ["--\u{a0}"]);
+        assert_eq!(texts(" \u{a0}SELECT 1\u{a0} ;"), ["\u{a0}SELECT 1\u{a0}"]);
+        for s in ["--\u{a0}\r", " \u{a0}SELECT 1\u{a0} ;"] {
+            for t in mysql(s) {
+                assert_eq!(mysql(&t), [t.clone()], "{t:?} split again");
+            }
+        }
     }
 
     #[test]
