@@ -92,12 +92,19 @@ pub(crate) trait DumpEngine: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    /// Replaces `request.target` with the dump read from `input`.
+    /// Replaces `request.target` with the dump read from `input`. By default the dump is
+    /// loaded the way [`DumpEngine::load_scratch`] loads it (SQLite: into a temporary file that is
+    /// renamed over the target; MySQL: see ARCHITECTURE.md for why there is no swap).
     fn restore<'a>(
         &'a self,
         request: &'a RestoreRequest<'a>,
         input: RestoreInput,
-    ) -> BoxFut<'a, Restored>;
+    ) -> BoxFut<'a, Restored> {
+        Box::pin(async move {
+            self.load_scratch(request, input).await?;
+            Ok(Restored::single())
+        })
+    }
 
     /// Loads the dump read from `input` into `request.target`, an empty scratch database
     /// `create_scratch` made (the restore check).

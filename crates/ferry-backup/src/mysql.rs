@@ -19,9 +19,9 @@ use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row};
 use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
-    BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, Restored, SnapshotInfo, Tool,
-    ToolSearch, clean_stderr, collect_stderr, create_scratch, db, drop_scratch, parse_version,
-    spawn_dump, url_parts, with_database,
+    BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, SnapshotInfo, Tool, ToolSearch,
+    clean_stderr, collect_stderr, create_scratch, db, drop_scratch, parse_version, spawn_dump,
+    url_parts, with_database,
 };
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
@@ -254,17 +254,6 @@ impl DumpEngine for MySql {
                 stream,
                 finish,
             })
-        })
-    }
-
-    fn restore<'a>(
-        &'a self,
-        request: &'a RestoreRequest<'a>,
-        input: RestoreInput,
-    ) -> BoxFut<'a, Restored> {
-        Box::pin(async move {
-            self.replace(request.id, request.target, input).await?;
-            Ok(Restored::single())
         })
     }
 

@@ -18,9 +18,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqliteConnection};
 use tokio::io::AsyncWriteExt;
 
-use crate::engine::{
-    BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, Restored, SnapshotInfo, db,
-};
+use crate::engine::{BoxFut, Dump, DumpEngine, RestoreInput, RestoreRequest, SnapshotInfo, db};
 use crate::error::{BackupError, Result};
 use crate::manifest::TableRows;
 
@@ -217,17 +215,6 @@ impl DumpEngine for Sqlite {
                     Ok(())
                 }),
             })
-        })
-    }
-
-    fn restore<'a>(
-        &'a self,
-        request: &'a RestoreRequest<'a>,
-        input: RestoreInput,
-    ) -> BoxFut<'a, Restored> {
-        Box::pin(async move {
-            self.replace(request.id, request.target, input).await?;
-            Ok(Restored::single())
         })
     }
 
