@@ -429,12 +429,6 @@ fn expand_value(
     selected_env: Option<&str>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), CoreError> {
-    if let Some(name) = key.strip_prefix("env.")
-        && !name.contains('.')
-        && Some(name) != selected_env
-    {
-        return Ok(());
-    }
     match value {
         toml::Value::String(s) => {
             *s = expand_vars(s, lookup).map_err(|var| CoreError::MissingVar {
@@ -445,6 +439,12 @@ fn expand_value(
         }
         toml::Value::Table(t) => {
             for (k, v) in t.iter_mut() {
+                // Only the selected environment is expanded: the others may name variables
+                // that are set only where they deploy. Decided on the table itself, not on the
+                // dotted key, since an environment's name may hold a dot (`[env."eu.prod"]`).
+                if key == "env" && Some(k.as_str()) != selected_env {
+                    continue;
+                }
                 let sub = if key.is_empty() {
                     k.clone()
                 } else {
@@ -530,6 +530,30 @@ mod tests {
         let p = dir.join("ferry.toml");
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// Found by fuzzing (`config`): an environment whose name holds a dot was expanded although
+    /// another one was selected, because the decision read the dotted key.
+    #[test]
+    fn an_unselected_environment_with_a_dot_in_its_name_is_left_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[env.staging]\ndatabase_url = \"sqlite:s.db\"\n[env.\"eu.prod\"]\ndatabase_url = \"postgres://u:${PW}@h/db\"\n",
+        )
+        .unwrap();
+        let lookup = |_: &str| Some("secret".to_string());
+        let file = load(&path, Some("staging"), &lookup).unwrap();
+        assert_eq!(
+            file.env["eu.prod"].database_url.as_deref(),
+            Some("postgres://u:${PW}@h/db")
+        );
+        let file = load(&path, Some("eu.prod"), &lookup).unwrap();
+        assert_eq!(
+            file.env["eu.prod"].database_url.as_deref(),
+            Some("postgres://u:secret@h/db")
+        );
     }
 
     #[test]
