@@ -93,8 +93,28 @@ def start_haproxy(root, fleet):
         f"backend app\n    option httpchk GET /_status\n    default-server check inter 500ms\n{servers}")
     proc = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, "haproxy")
-    time.sleep(1.0)  # the first round of health checks, so no server starts the run DOWN
+    wait_all_up(admin, len(fleet.hosts))  # no server starts the run DOWN or in its first check
     return proc, admin
+
+
+def wait_all_up(admin, n, deadline=30):
+    """Until HAProxy's first health checks have marked all n servers of `app` UP."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(admin)
+                s.sendall(b"show stat app 4 -1\n")
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+        except OSError:
+            out = b""
+        rows = [l.split(",") for l in out.decode().splitlines()[1:] if l]
+        if sum(1 for r in rows if len(r) > 17 and r[17] == "UP") == n:
+            return
+        time.sleep(0.05)
+    sys.exit(f"haproxy did not report all {n} servers UP")
 
 
 def config(root, fleet, batch, admin):
