@@ -113,6 +113,16 @@ impl World {
             .clone()
     }
 
+    /// Release 2's migration in most tests: a reversible column.
+    fn add_price(&self) {
+        self.migration(
+            20240102000001,
+            "add_price",
+            "ALTER TABLE items ADD COLUMN price INTEGER;",
+            "ALTER TABLE items DROP COLUMN price;",
+        );
+    }
+
     fn migration(&self, version: i64, name: &str, up: &str, down: &str) {
         ferry_e2e::write_migration(self.p(), version, name, up, down);
     }
@@ -377,12 +387,7 @@ async fn an_unhealthy_host_rolls_everything_back(db: TestDb) {
     };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
-    w.migration(
-        20240102000001,
-        "add_price",
-        "ALTER TABLE items ADD COLUMN price INTEGER;",
-        "ALTER TABLE items DROP COLUMN price;",
-    );
+    w.add_price();
     let hosts = w.hosts.as_ref().unwrap();
     // Release 2 makes the hosts that run it unhealthy.
     for h in hosts.hosts() {
@@ -662,12 +667,7 @@ async fn a_killed_deploy_is_interrupted_and_rollback_undoes_it(db: TestDb) {
     };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
-    w.migration(
-        20240102000001,
-        "add_price",
-        "ALTER TABLE items ADD COLUMN price INTEGER;",
-        "ALTER TABLE items DROP COLUMN price;",
-    );
+    w.add_price();
     let hosts = w.hosts.as_ref().unwrap();
     // The first host's deploy of release 2 hangs until the test lets it go.
     hosts.block_deploy("h1", V2);
@@ -711,12 +711,7 @@ async fn rollback_after_a_good_deploy_restores_artifact_and_schema(db: TestDb) {
     };
     first_release(&w).await;
     let before = snapshot(&w.db).await;
-    w.migration(
-        20240102000001,
-        "add_price",
-        "ALTER TABLE items ADD COLUMN price INTEGER;",
-        "ALTER TABLE items DROP COLUMN price;",
-    );
+    w.add_price();
     let v2 = w.push(V2);
     w.deploy(&v2).expect_code(0);
     assert_all_on(w.hosts.as_ref().unwrap(), V2);
@@ -838,12 +833,7 @@ async fn behind_haproxy_a_deploy_and_its_rollback_fail_no_request() {
     first_release(&w).await;
 
     // Release 2 brings a migration and goes out under traffic.
-    w.migration(
-        20240102000001,
-        "add_price",
-        "ALTER TABLE items ADD COLUMN price INTEGER;",
-        "ALTER TABLE items DROP COLUMN price;",
-    );
+    w.add_price();
     let v2 = w.push(V2);
     let d = deploy_under_traffic(&w, &haproxy, &v2, "a good deploy")
         .await

@@ -30,6 +30,14 @@ async fn leftovers(conn: &mut PgConnection, target: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// Asserts that no restore of the test's database left a database behind.
+async fn assert_nothing_left(db: &TestDb) {
+    let mut watch = observer(db).await;
+    let left = leftovers(&mut watch, &name(db)).await;
+    let _ = watch.close().await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 fn name(db: &TestDb) -> String {
     db.database_url().database_name()
 }
@@ -164,9 +172,7 @@ async fn a_failing_constraint_leaves_the_target_as_it_was_and_nothing_behind() {
         db.texts("SELECT count(*)::text FROM items").await,
         vec![Some("1000".into())]
     );
-    let mut watch = observer(&db).await;
-    assert!(leftovers(&mut watch, &name(&db)).await.is_empty());
-    let _ = watch.close().await;
+    assert_nothing_left(&db).await;
 }
 
 #[tokio::test]
@@ -297,9 +303,7 @@ async fn sessions_on_the_target_are_ended_with_yes_and_refused_without() {
         db.texts("SELECT count(*)::text FROM t").await,
         vec![Some("2".into())]
     );
-    let mut watch = observer(&db).await;
-    assert!(leftovers(&mut watch, &name(&db)).await.is_empty());
-    let _ = watch.close().await;
+    assert_nothing_left(&db).await;
 }
 
 #[tokio::test]
@@ -402,9 +406,7 @@ async fn no_owner_and_role_restore_into_a_server_without_the_backups_roles() {
         db.texts("SELECT count(*)::text FROM t").await,
         vec![Some("1".into())]
     );
-    let mut watch = observer(&db).await;
-    assert!(leftovers(&mut watch, &name).await.is_empty());
-    let _ = watch.close().await;
+    assert_nothing_left(&db).await;
     drop(db);
     // Roles are global: drop the test's own once its databases are gone.
     let server = DatabaseUrl::parse(
