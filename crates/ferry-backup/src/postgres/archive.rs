@@ -24,6 +24,7 @@ const BLK_DATA: u8 = 1;
 /// Sections, as `pg_backup.h` numbers them.
 pub(crate) const SECTION_NONE: i64 = 1;
 pub(crate) const SECTION_DATA: i64 = 3;
+pub(crate) const SECTION_POST_DATA: i64 = 4;
 
 /// One entry of the table of contents.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub(crate) struct TocEntry {
     /// Schema and name of the object, for messages.
     pub namespace: String,
     pub tag: String,
+    /// The tablespace the object is created in (empty: the database's default).
+    pub tablespace: String,
 }
 
 /// The header and table of contents of an archive.
@@ -195,7 +198,7 @@ pub(crate) async fn read_head<R: AsyncRead + Unpin>(input: &mut R) -> std::io::R
         r.string().await?; // drop statement
         let copy_stmt = r.text().await?;
         let namespace = r.text().await?;
-        r.string().await?; // tablespace
+        let tablespace = r.text().await?;
         r.string().await?; // table access method
         if version >= vers(1, 16) {
             r.int().await?; // relkind
@@ -216,6 +219,7 @@ pub(crate) async fn read_head<R: AsyncRead + Unpin>(input: &mut R) -> std::io::R
             copy_stmt,
             namespace,
             tag,
+            tablespace,
         });
     }
     let bytes = r.record.take().unwrap_or_default();

@@ -8,9 +8,10 @@
 //!    take from one queue, each with its own `COPY … FROM STDIN` on the batch's table. A big
 //!    table is so loaded by every connection at once, a small one by whichever takes its one
 //!    batch;
-//! 3. the data section's other entries (`SEQUENCE SET`), then `pg_restore -j jobs
-//!    --section=post-data` from the same file: indexes and constraints, in parallel where
-//!    `pg_restore`'s scheduler finds them independent.
+//! 3. the data section's other entries (`SEQUENCE SET`); the index builds of post-data, all
+//!    at once on `jobs` connections, keys and unique constraints included ([`super::post`]);
+//!    then `pg_restore -j jobs` from the same file for the rest of post-data (foreign keys,
+//!    triggers, comments, …), in parallel where its scheduler finds them independent.
 //!
 //! An archive this does not read (another format version, compressed data blocks, large
 //! objects) is restored by one `pg_restore` reading the whole stream instead. Either way the
@@ -28,8 +29,8 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{Mutex, mpsc};
 
-use super::archive::{self, Block, Blocks, Head, SECTION_DATA, Toc};
-use super::{connect, libpq_target, quote_ident};
+use super::archive::{self, Block, Blocks, Head, SECTION_DATA, SECTION_POST_DATA, Toc};
+use super::{connect, libpq_target, post, quote_ident};
 use crate::engine::{ByteStream, Tool, collect_stderr, wait_tool};
 use crate::error::{BackupError, Result};
 
@@ -77,22 +78,27 @@ impl Load<'_> {
         }
     }
 
-    /// Loads the archive read from `stream` into [`Load::url`]; returns how many connections
-    /// loaded the rows (1 when one `pg_restore` restored the whole archive).
-    pub async fn run(&self, stream: ByteStream) -> Result<usize> {
+    /// Loads the archive read from `stream` into [`Load::url`].
+    pub async fn run(&self, stream: ByteStream) -> Result<Loaded> {
         let mut stream = BufReader::with_capacity(crate::pipeline::CHUNK, stream);
         let head = archive::read_head(&mut stream)
             .await
             .map_err(|e| self.failed(format!("reading the archive's table of contents: {e}")))?;
         match &head.toc {
             Some(toc) if parallel_loadable(toc) => {
-                self.parallel(&head, toc, stream).await?;
-                Ok(self.jobs.max(1))
+                let rows = self.parallel(&head, toc, stream).await?;
+                Ok(Loaded {
+                    jobs: self.jobs.max(1),
+                    rows: Some(rows),
+                })
             }
             _ => {
                 tracing::info!("archive restored by one pg_restore (not parallel)");
                 self.whole(&head, stream).await?;
-                Ok(1)
+                Ok(Loaded {
+                    jobs: 1,
+                    rows: None,
+                })
             }
         }
     }
@@ -122,7 +128,12 @@ impl Load<'_> {
         self.finish_tool(child, stderr).await
     }
 
-    async fn parallel<R: AsyncRead + Unpin>(&self, head: &Head, toc: &Toc, rest: R) -> Result<()> {
+    async fn parallel<R: AsyncRead + Unpin>(
+        &self,
+        head: &Head,
+        toc: &Toc,
+        rest: R,
+    ) -> Result<HashMap<String, u64>> {
         let mut file = tempfile::Builder::new()
             .prefix("ferry-toc-")
             .suffix(".dump")
@@ -137,7 +148,9 @@ impl Load<'_> {
 
         self.pg_restore_file(&["--section=pre-data".into()], &toc_path)
             .await?;
-        self.data(toc, rest).await?;
+        let started = std::time::Instant::now();
+        let loaded = self.data(toc, rest).await?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "rows loaded");
         let others: Vec<String> = toc
             .entries
             .iter()
@@ -155,14 +168,56 @@ impl Load<'_> {
             let arg = format!("--use-list={}", list.path().display());
             self.pg_restore_file(&[arg], &toc_path).await?;
         }
+
+        let started = std::time::Instant::now();
+        let built = post::run(
+            &post::Indexes {
+                url: self.url,
+                jobs: self.jobs.max(1),
+                setup: &session_setup(toc, self.owners),
+                weights: &loaded.bytes,
+            },
+            post::candidates(toc),
+            &|m| self.failed(m),
+        )
+        .await?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            built = built.len(),
+            "indexes built"
+        );
         let jobs = format!("--jobs={}", self.jobs.max(1));
-        self.pg_restore_file(&["--section=post-data".into(), jobs], &toc_path)
-            .await?;
-        Ok(())
+        if built.is_empty() {
+            self.pg_restore_file(&["--section=post-data".into(), jobs], &toc_path)
+                .await?;
+        } else {
+            let rest: Vec<String> = toc
+                .entries
+                .iter()
+                .filter(|e| e.section == SECTION_POST_DATA && !built.contains(&e.dump_id))
+                .map(|e| format!("{}; {} {} {}", e.dump_id, e.desc, e.namespace, e.tag))
+                .collect();
+            if !rest.is_empty() {
+                let mut list = tempfile::Builder::new()
+                    .prefix("ferry-list-")
+                    .tempfile()
+                    .map_err(BackupError::io("a temporary restore list"))?;
+                writeln!(list, "{}", rest.join("\n"))
+                    .and_then(|()| list.flush())
+                    .map_err(BackupError::io(list.path().display()))?;
+                let arg = format!("--use-list={}", list.path().display());
+                self.pg_restore_file(&[arg, jobs], &toc_path).await?;
+            }
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "post-data restored"
+        );
+        Ok(loaded.rows)
     }
 
     /// The rows: the data blocks, split into batches for `jobs` `COPY` connections.
-    async fn data<R: AsyncRead + Unpin>(&self, toc: &Toc, mut rest: R) -> Result<()> {
+    async fn data<R: AsyncRead + Unpin>(&self, toc: &Toc, mut rest: R) -> Result<Rows> {
         let tables: HashMap<i64, usize> = toc
             .entries
             .iter()
@@ -182,8 +237,12 @@ impl Load<'_> {
         let jobs = self.jobs.max(1);
         let (tx, rx) = mpsc::channel::<Batch>(jobs * 2);
         let rx = Arc::new(Mutex::new(rx));
+        // Rows per entry as the server counted them (each `COPY`'s own count), and bytes.
+        let counts: Arc<std::sync::Mutex<HashMap<usize, u64>>> = Default::default();
+        let mut bytes: HashMap<usize, u64> = HashMap::new();
 
         let table_names = names.clone();
+        let sizes = &mut bytes;
         let dispatch = async move {
             let names = table_names;
             let mut blocks = Blocks::new(&mut rest, toc);
@@ -232,6 +291,7 @@ impl Load<'_> {
                         if cut > 0 {
                             let tail = buf.split_off(cut);
                             let data = Bytes::from(std::mem::replace(&mut buf, tail));
+                            *sizes.entry(table).or_default() += data.len() as u64;
                             if tx.send(Batch { table, data }).await.is_err() {
                                 // A loader stopped: its error is the one to report.
                                 return Ok(());
@@ -247,17 +307,47 @@ impl Load<'_> {
             drop(tx);
             Ok(())
         };
-        let workers = futures_join_all((0..jobs).map(move |_| {
+        let worker_counts = counts.clone();
+        let workers = join_all_ok((0..jobs).map(move |_| {
             let rx = rx.clone();
             let statements = statements.clone();
             let names = names.clone();
             let setup = setup.clone();
-            async move { self.worker(&setup, &statements, &names, rx).await }
+            let counts = worker_counts.clone();
+            async move { self.worker(&setup, &statements, &names, rx, &counts).await }
         }));
         // The first error ends both sides: a failed loader drops the dispatcher (and with it
         // the stream), a bad archive drops the loaders (and with them their COPY).
         tokio::try_join!(dispatch, workers)?;
-        Ok(())
+        let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let entry = |i: usize| &toc.entries[i];
+        Ok(Rows {
+            // Only where the `COPY` went into the entry's own table (not, with
+            // `--load-via-partition-root`, into the root that routes the rows).
+            rows: counts
+                .into_iter()
+                .filter(|&(i, _)| {
+                    let e = entry(i);
+                    let own = format!(
+                        "COPY {}.{} ",
+                        post::written(&e.namespace),
+                        post::written(&e.tag)
+                    );
+                    e.copy_stmt.starts_with(&own)
+                })
+                .map(|(i, n)| (format!("{}.{}", entry(i).namespace, entry(i).tag), n))
+                .collect(),
+            bytes: bytes
+                .into_iter()
+                .map(|(i, n)| {
+                    let e = entry(i);
+                    (
+                        format!("{}.{}", post::written(&e.namespace), post::written(&e.tag)),
+                        n,
+                    )
+                })
+                .collect(),
+        })
     }
 
     async fn worker(
@@ -266,6 +356,7 @@ impl Load<'_> {
         statements: &[String],
         names: &[String],
         rx: Arc<Mutex<mpsc::Receiver<Batch>>>,
+        counts: &std::sync::Mutex<HashMap<usize, u64>>,
     ) -> Result<()> {
         let recv = || async { rx.lock().await.recv().await };
         let mut conn = connect(self.url).await?;
@@ -303,7 +394,10 @@ impl Load<'_> {
                         }
                     }
                 }
-                copy.finish().await.map_err(load_failed)?;
+                let rows = copy.finish().await.map_err(load_failed)?;
+                if let Ok(mut c) = counts.lock() {
+                    *c.entry(table).or_default() += rows;
+                }
                 if pending.is_none() {
                     break;
                 }
@@ -356,6 +450,21 @@ impl Load<'_> {
     }
 }
 
+/// What a load did.
+pub(crate) struct Loaded {
+    /// How many connections loaded the rows (1 when one `pg_restore` restored the archive).
+    pub jobs: usize,
+    /// With the parallel load: the rows of each table (`schema.table`) that had data, as the
+    /// server counted them while loading; `None` when `pg_restore` loaded them.
+    pub rows: Option<HashMap<String, u64>>,
+}
+
+/// The rows (by `schema.table`) and bytes (by the table as statements name it) loaded.
+struct Rows {
+    rows: HashMap<String, u64>,
+    bytes: HashMap<String, u64>,
+}
+
 /// A batch of whole rows of one table.
 struct Batch {
     /// Index of the table's entry in the table of contents.
@@ -373,10 +482,14 @@ fn parallel_loadable(toc: &Toc) -> bool {
         })
 }
 
-/// SQL each loading connection runs first: the archive's client encoding and string syntax
-/// (as `pg_restore` sets them on its own sessions), and the restore role.
+/// SQL each loading connection runs first: the archive's client encoding and string syntax,
+/// no time limits and an empty search path (as `pg_restore` sets them on its own sessions: a
+/// role's `statement_timeout` must not cut a long `COPY` or index build), and the restore role.
 fn session_setup(toc: &Toc, owners: &Owners) -> String {
-    let mut sql = String::new();
+    let mut sql = String::from(
+        "SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET idle_in_transaction_session_timeout = 0;\n\
+         SELECT pg_catalog.set_config('search_path', '', false);\n",
+    );
     for e in &toc.entries {
         if matches!(e.desc.as_str(), "ENCODING" | "STDSTRINGS") {
             sql.push_str(&e.defn);
@@ -385,9 +498,6 @@ fn session_setup(toc: &Toc, owners: &Owners) -> String {
     }
     if let Some(role) = &owners.role {
         sql.push_str(&format!("SET ROLE {};\n", quote_ident(role)));
-    }
-    if sql.is_empty() {
-        sql.push_str("SELECT 1");
     }
     sql
 }
@@ -401,7 +511,7 @@ fn strip_end_marker(buf: &mut Vec<u8>) {
 
 /// Runs futures concurrently on this task and returns the first error (the others are
 /// dropped with it), or `Ok` when all succeeded.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Result<()>
+pub(super) async fn join_all_ok<F>(futures: impl Iterator<Item = F>) -> Result<()>
 where
     F: std::future::Future<Output = Result<()>>,
 {

@@ -27,6 +27,7 @@
 
 mod archive;
 mod load;
+mod post;
 mod swap;
 
 use ferry_core::DatabaseUrl;
@@ -88,6 +89,50 @@ WHERE c.relkind IN ('r', 'p')
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2";
+
+/// Every table of a database that [`load`] just loaded, with its row count: the count the load
+/// took (each `COPY`'s own) where that is the whole table's, a plain table with no partitions
+/// or inheritance children (whose rows `count(*)` would add), else `count(*)`. Nobody but the
+/// restore uses the new database yet, and loading is the only thing that wrote rows into it.
+pub(crate) async fn tables_loaded(
+    url: &DatabaseUrl,
+    loaded: &std::collections::HashMap<String, u64>,
+) -> Result<Vec<TableRows>> {
+    let mut conn = connect(url).await?;
+    let listed: Result<Vec<(String, String, String, bool)>> = sqlx::query_as(AssertSqlSafe(
+        TABLES.replacen(
+            "format('%I.%I', n.nspname, c.relname)",
+            "format('%I.%I', n.nspname, c.relname), \
+             c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)",
+            1,
+        ),
+    ))
+    .fetch_all(&mut conn)
+    .await
+    .map_err(db(url, "listing tables"));
+    let mut out = Vec::new();
+    let mut counted = Ok(());
+    for (schema, table, quoted, plain) in listed? {
+        let name = format!("{schema}.{table}");
+        let rows = match loaded.get(&name) {
+            Some(&n) if plain => n as i64,
+            None if plain => 0,
+            _ => match sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
+                .fetch_one(&mut conn)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    counted = Err(db(url, "counting rows")(e));
+                    break;
+                }
+            },
+        };
+        out.push(TableRows { name, rows });
+    }
+    let _ = conn.close().await;
+    counted.map(|()| out)
+}
 
 /// Every table and its row count, on `conn` (inside whatever transaction it has open).
 pub(crate) async fn count_tables(

@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::load::{Load, Owners};
-use super::{connect, quote_ident, server_version, tables_of};
+use super::{connect, quote_ident, server_version, tables_loaded, tables_of};
 use crate::engine::{RestoreInput, RestoreRequest, Restored, Tool, db, with_database};
 use crate::error::{BackupError, Result};
 
@@ -370,13 +370,16 @@ pub(crate) async fn load_verified(
         owners: &owners,
     };
     let (loaded, verified) = tokio::join!(load.run(input.stream), input.verified);
-    let jobs = match (loaded, verified) {
+    let loaded = match (loaded, verified) {
         // A damaged object is the cause of whatever else failed.
         (_, Err(e @ BackupError::Corrupt { .. })) => return Err(e),
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-        (Ok(jobs), Ok(())) => jobs,
+        (Ok(loaded), Ok(())) => loaded,
     };
-    let tables = tables_of(into).await?;
+    let tables = match &loaded.rows {
+        Some(rows) => tables_loaded(into, rows).await?,
+        None => tables_of(into).await?,
+    };
     let differences = crate::compare_tables(request.tables, &tables);
     if !differences.is_empty() {
         return Err(failed(
@@ -387,7 +390,7 @@ pub(crate) async fn load_verified(
             ),
         ));
     }
-    Ok(jobs)
+    Ok(loaded.jobs)
 }
 
 async fn exec(

@@ -453,3 +453,110 @@ async fn large_objects_take_the_single_pg_restore_path_and_come_back() {
         vec![Some("00ff0a5c".into())]
     );
 }
+
+/// Post-data of many shapes: keys and unique constraints (built by ferry as unique indexes,
+/// then attached), the shapes it leaves to `pg_restore` (INCLUDE, DEFERRABLE, NULLS NOT
+/// DISTINCT, a partitioned table's key, an inherited one), partial and expression indexes, a
+/// comment on an index, CLUSTER ON, a foreign key, a materialized view with a unique index, and
+/// names that need quotes.
+const POST_DATA: &str = r#"
+CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, region text);
+INSERT INTO accounts SELECT g, 'u' || g || '@example.com', 'r' || (g % 5) FROM generate_series(1, 3000) g;
+CREATE INDEX accounts_lower_email ON accounts (lower(email));
+COMMENT ON INDEX accounts_lower_email IS 'for logins';
+ALTER TABLE accounts CLUSTER ON accounts_pkey;
+CREATE SCHEMA "Odd Schema";
+CREATE TABLE "Odd Schema"."Odd ""Name""" ("Key" int, v text, CONSTRAINT "Odd pk" PRIMARY KEY ("Key"));
+INSERT INTO "Odd Schema"."Odd ""Name""" SELECT g, md5(g::text) FROM generate_series(1, 500) g;
+CREATE TABLE orders (
+  id int, account_id bigint NOT NULL REFERENCES accounts (id), n int,
+  CONSTRAINT orders_pk PRIMARY KEY (id) INCLUDE (n),
+  CONSTRAINT orders_n_uq UNIQUE (n) DEFERRABLE INITIALLY DEFERRED
+);
+INSERT INTO orders SELECT g, 1 + g % 3000, g FROM generate_series(1, 5000) g;
+CREATE INDEX orders_account ON orders (account_id) WHERE n > 0;
+CREATE TABLE measures (at date NOT NULL, v int, PRIMARY KEY (at)) PARTITION BY RANGE (at);
+CREATE TABLE measures_2026 PARTITION OF measures FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO measures SELECT date '2026-01-01' + g, g FROM generate_series(0, 300) g;
+CREATE INDEX measures_v ON measures (v);
+CREATE TABLE parent_t (id int PRIMARY KEY, x int);
+CREATE TABLE child_t (y int) INHERITS (parent_t);
+ALTER TABLE child_t ADD PRIMARY KEY (id);
+INSERT INTO parent_t SELECT g, g FROM generate_series(1, 100) g;
+INSERT INTO child_t SELECT g, g, g FROM generate_series(101, 250) g;
+CREATE TABLE nulls_nd (a int, CONSTRAINT nulls_nd_a UNIQUE NULLS NOT DISTINCT (a));
+INSERT INTO nulls_nd VALUES (1), (NULL);
+CREATE MATERIALIZED VIEW account_regions AS SELECT region, count(*) AS n FROM accounts GROUP BY region;
+CREATE UNIQUE INDEX account_regions_region ON account_regions (region);
+"#;
+
+/// The schema as `pg_dump --schema-only` writes it.
+fn schema_of(db: &TestDb) -> String {
+    let out = std::process::Command::new("pg_dump")
+        .args(["--schema-only", "--no-password"])
+        .arg(format!("--dbname={}", db.database_url().expose()))
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `\restrict KEY` (and its `\unrestrict`) carries a random key per dump.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn post_data_of_every_shape_comes_back_as_it_was_dumped() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    db.exec(POST_DATA).await;
+    let before = schema_of(&db);
+    let counts = "SELECT concat_ws(',', (SELECT count(*) FROM accounts), (SELECT count(*) FROM orders), \
+        (SELECT count(*) FROM measures), (SELECT count(*) FROM parent_t), (SELECT count(*) FROM ONLY parent_t), \
+        (SELECT count(*) FROM account_regions), (SELECT count(*) FROM \"Odd Schema\".\"Odd \"\"Name\"\"\"))";
+    let rows = db.texts(counts).await;
+    let s = store().await;
+    let m = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap();
+    db.exec("DROP TABLE orders; DROP MATERIALIZED VIEW account_regions; ALTER TABLE accounts DROP CONSTRAINT accounts_email_key;")
+        .await;
+    s.backups
+        .restore_with(&m.id, &db.database_url(), &options(), &quiet())
+        .await
+        .unwrap();
+    let after = schema_of(&db);
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    if let Some(i) = (0..b.len().max(a.len())).find(|&i| b.get(i) != a.get(i)) {
+        let around = |l: &[&str]| l[i.saturating_sub(3)..(i + 4).min(l.len())].join("\n");
+        panic!(
+            "the restored schema differs from the dumped one at line {}:\n--- dumped\n{}\n--- restored\n{}",
+            i + 1,
+            around(&b),
+            around(&a)
+        );
+    }
+    assert_eq!(db.texts(counts).await, rows);
+    // The keys ferry built itself are real constraints on their indexes.
+    assert_eq!(
+        db.texts(
+            "SELECT string_agg(conname || ':' || contype::text || ':' || conindid::regclass::text, ',' ORDER BY conname) \
+             FROM pg_constraint WHERE conname IN ('accounts_pkey', 'accounts_email_key', 'Odd pk')"
+        )
+        .await,
+        vec![Some(
+            "Odd pk:p:\"Odd Schema\".\"Odd pk\",accounts_email_key:u:accounts_email_key,accounts_pkey:p:accounts_pkey"
+                .into()
+        )]
+    );
+    assert_nothing_left(&db).await;
+}
