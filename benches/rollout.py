@@ -19,6 +19,7 @@ ferry drains them through its Runtime API. Figures go to benches/results/rollout
     cargo build --release -p ferry-cli
     python3 benches/rollout.py                     # HOSTS=40 BATCH=10 ROUNDS=5
     HAPROXY=1 python3 benches/rollout.py
+    RUST_LOG=ferry_rollout=debug ROLLOUT_LOG=/tmp/r.log python3 benches/rollout.py
 """
 
 import json
@@ -144,6 +145,10 @@ def rollout_round(root, fleet, batch, version):
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
+    # ROLLOUT_LOG=FILE (with RUST_LOG=ferry_rollout=debug): where each round's time went.
+    if os.environ.get("ROLLOUT_LOG"):
+        with open(os.environ["ROLLOUT_LOG"], "ab") as f:
+            f.write(f"--- round {version}, wall {wall:.3f}s\n".encode() + err)
     if p.returncode != 0:
         sys.exit(f"ferry rollout exited {p.returncode}:\n{out.decode()}\n{err.decode()}")
     report = json.loads(out)

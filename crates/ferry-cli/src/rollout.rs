@@ -166,32 +166,49 @@ async fn rollout(
         }
         Ok(exit_code(&err).0)
     };
-    let (seq, previous, promotion) = if dry_run {
-        match promoter.check_promotion(request).await {
-            Ok(c) => (
-                c.seq,
-                c.previous,
-                if c.already_live {
-                    format!(
-                        "{} is already live in {env} (release {})",
-                        target.version, c.seq
-                    )
-                } else {
-                    format!(
-                        "would promote {} to {env} as release {}",
-                        target.version, c.seq
-                    )
-                },
-            ),
-            Err(e) if e.is_refusal() => return refused(e),
-            Err(e) => return Err(e.into()),
+    // The gather only reads (health, versions, the load balancer's tables), so it runs beside
+    // the promotion's gates and record; when those refuse, what it saw is dropped unused and no
+    // host was touched.
+    let live = LiveLines::new(printer);
+    let rollout = ferry_rollout::Rollout::new(
+        RolloutRequest {
+            fleet,
+            target: target.clone(),
+            previous: None,
+            rollback: false,
+            only_hosts: None,
+            dry_run,
+        },
+        &live,
+    )?;
+    // Ok(Err(refusal)) when a gate refused.
+    let promotion = async {
+        let stop = |e: ferry_promote::PromoteError| match e.is_refusal() {
+            true => Ok(Err(e)),
+            false => Err(CliError::from(e)),
+        };
+        if dry_run {
+            let c = match promoter.check_promotion(request).await {
+                Ok(c) => c,
+                Err(e) => return stop(e),
+            };
+            let what = if c.already_live {
+                format!(
+                    "{} is already live in {env} (release {})",
+                    target.version, c.seq
+                )
+            } else {
+                format!(
+                    "would promote {} to {env} as release {}",
+                    target.version, c.seq
+                )
+            };
+            return Ok(Ok((c.seq, what)));
         }
-    } else {
         let report = match promoter.plan_promotion(request).await {
             Ok(Planned::Ready(plan)) => plan.commit().await?,
             Ok(Planned::AlreadyLive(report)) => report,
-            Err(e) if e.is_refusal() => return refused(e),
-            Err(e) => return Err(e.into()),
+            Err(e) => return stop(e),
         };
         let what = if report.changed {
             format!(
@@ -204,40 +221,17 @@ async fn rollout(
                 target.version, report.release.seq
             )
         };
-        (report.release.seq, report.previous, what)
+        Ok(Ok((report.release.seq, what)))
     };
-    let previous = match previous {
-        Some(d) => promoter
-            .releases(env)
-            .await?
-            .history
-            .into_iter()
-            .find(|r| r.digest == d)
-            .map(|r| Target {
-                env: env.to_string(),
-                version: r
-                    .version
-                    .clone()
-                    .unwrap_or_else(|| r.digest.hex()[..12].to_string()),
-                name: r.name,
-                digest: r.digest.to_string(),
-            }),
-        None => None,
+    let (gathered, promoted) = tokio::join!(rollout.gather(), promotion);
+    let (seq, promotion) = match promoted? {
+        Ok(p) => p,
+        Err(e) => return refused(e),
     };
-
-    let live = LiveLines::new(printer);
-    let result = ferry_rollout::rollout(
-        RolloutRequest {
-            fleet,
-            target: target.clone(),
-            previous,
-            rollback: false,
-            only_hosts: None,
-            dry_run,
-        },
-        &live,
-    )
-    .await;
+    let result = match gathered {
+        Ok(g) => rollout.run(g).await,
+        Err(e) => Err(e),
+    };
     drop(live);
     let mut report = result?;
 

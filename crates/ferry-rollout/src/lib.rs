@@ -280,7 +280,7 @@ enum Decision {
 
 struct Run<'a> {
     fleet: &'a FleetConfig,
-    target: &'a Target,
+    target: Target,
     template: &'a str,
     values: OwnedPlaceholders,
     lb: Box<dyn LoadBalancer>,
@@ -290,11 +290,62 @@ struct Run<'a> {
     observer: &'a dyn RolloutObserver,
 }
 
-/// Rolls `req.target` over the environment's hosts (see the crate documentation).
+/// Rolls `req.target` over the environment's hosts (see the crate documentation):
+/// [`Rollout::new`], [`Rollout::gather`], [`Rollout::run`].
 pub async fn rollout(
     req: RolloutRequest<'_>,
     observer: &dyn RolloutObserver,
 ) -> Result<RolloutReport, RolloutError> {
+    let rollout = Rollout::new(req, observer)?;
+    let gathered = rollout.gather().await?;
+    rollout.run(gathered).await
+}
+
+/// A rollout ready to start: its configuration checked, its load balancer and HTTP client made.
+/// [`Rollout::gather`] only reads (the hosts' health and version, the load balancer's tables),
+/// so a caller may run it while it makes its own checks (`ferry rollout` runs it beside the
+/// promotion's gates and record) and then [`Rollout::run`] what it gathered, or drop both when
+/// its checks refuse: no host was touched.
+pub struct Rollout<'a> {
+    run: Run<'a>,
+    hosts: Vec<&'a HostConfig>,
+    rollback: bool,
+    dry_run: bool,
+}
+
+/// What [`Rollout::gather`] saw of each host, and what it decided for it.
+pub struct Gathering(Vec<(Gathered, Decision)>);
+
+impl<'a> Rollout<'a> {
+    /// Checks the request against the configuration; touches nothing.
+    pub fn new(
+        req: RolloutRequest<'a>,
+        observer: &'a dyn RolloutObserver,
+    ) -> Result<Rollout<'a>, RolloutError> {
+        new_rollout(req, observer)
+    }
+
+    /// Step 1: asks every host for its health and version, and the load balancer for its
+    /// servers, and decides who is planned, skipped or unchanged. Only reads.
+    pub async fn gather(&self) -> Result<Gathering, RolloutError> {
+        self.run
+            .gather_all(&self.hosts, self.rollback)
+            .await
+            .map(Gathering)
+    }
+
+    /// Steps 2 to 4 on what [`Rollout::gather`] saw (with `dry_run`: the plan only).
+    pub async fn run(self, gathered: Gathering) -> Result<RolloutReport, RolloutError> {
+        self.run
+            .execute(&self.hosts, gathered.0, self.rollback, self.dry_run)
+            .await
+    }
+}
+
+fn new_rollout<'a>(
+    req: RolloutRequest<'a>,
+    observer: &'a dyn RolloutObserver,
+) -> Result<Rollout<'a>, RolloutError> {
     let fleet = req.fleet;
     let env = req.target.env.clone();
     fleet.validate(&env)?;
@@ -366,7 +417,7 @@ pub async fn rollout(
     };
     let run = Run {
         fleet,
-        target: &req.target,
+        target: req.target,
         template,
         values,
         checker: Checker::new(fleet.health_timeout()).map_err(RolloutError::Http)?,
@@ -374,7 +425,12 @@ pub async fn rollout(
         lb_reads: SharedStates::new(),
         observer,
     };
-    run.execute(&hosts, req.rollback, req.dry_run).await
+    Ok(Rollout {
+        run,
+        hosts,
+        rollback: req.rollback,
+        dry_run: req.dry_run,
+    })
 }
 
 fn ms(d: Duration) -> u64 {
@@ -386,17 +442,13 @@ impl Run<'_> {
         runner::fill(self.template, &self.values.for_host(host))
     }
 
-    async fn execute(
+    /// 1. Gather (only reads).
+    async fn gather_all(
         &self,
         hosts: &[&HostConfig],
         rollback: bool,
-        dry_run: bool,
-    ) -> Result<RolloutReport, RolloutError> {
-        let env = &self.target.env;
-        tracing::info!(env = %env, version = %self.target.version, hosts = hosts.len(), rollback, dry_run, "rollout starts");
+    ) -> Result<Vec<(Gathered, Decision)>, RolloutError> {
         let started = Instant::now();
-
-        // 1. Gather.
         let lb_states = self
             .lb
             .states()
@@ -423,6 +475,19 @@ impl Run<'_> {
             }))
             .await;
         tracing::debug!(ms = ms(started.elapsed()), "gathered");
+        Ok(gathered)
+    }
+
+    async fn execute(
+        &self,
+        hosts: &[&HostConfig],
+        gathered: Vec<(Gathered, Decision)>,
+        rollback: bool,
+        dry_run: bool,
+    ) -> Result<RolloutReport, RolloutError> {
+        let env = &self.target.env;
+        tracing::info!(env = %env, version = %self.target.version, hosts = hosts.len(), rollback, dry_run, "rollout starts");
+        let started = Instant::now();
 
         let mut reports: BTreeMap<String, HostReport> = BTreeMap::new();
         let mut planned: Vec<String> = Vec::new();
@@ -606,7 +671,7 @@ impl Run<'_> {
         tracing::debug!(ms = ms(started.elapsed()), "final check done");
         for (name, v) in finals {
             let problem = match &v {
-                Ok(Some(v)) if health::is_target(v, self.target) => None,
+                Ok(Some(v)) if health::is_target(v, &self.target) => None,
                 Ok(Some(v)) => Some(format!(
                     "reports version {v} at the final check, not {}",
                     self.target.version
@@ -677,7 +742,7 @@ impl Run<'_> {
         });
         let on_target = version
             .as_deref()
-            .is_some_and(|v| health::is_target(v, self.target));
+            .is_some_and(|v| health::is_target(v, &self.target));
         let in_traffic = match lb {
             None => true,
             Some(None) => false,
@@ -860,7 +925,7 @@ impl Run<'_> {
             return fail(report, format!("unhealthy after its deploy: {why}{out}"));
         }
         match version {
-            Ok(Some(v)) if health::is_target(&v, self.target) => report.after_version = Some(v),
+            Ok(Some(v)) if health::is_target(&v, &self.target) => report.after_version = Some(v),
             Ok(Some(v)) => {
                 report.after_version = Some(v.clone());
                 let out = self.take_out(name).await;
@@ -951,7 +1016,7 @@ impl Run<'_> {
             let (health, version) = self.checker.state(host).await;
             health?;
             if let Some(v) = version?
-                && !health::is_target(&v, self.target)
+                && !health::is_target(&v, &self.target)
             {
                 return Err(format!(
                     "it reports version {v}, not {}",

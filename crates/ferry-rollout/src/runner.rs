@@ -91,14 +91,20 @@ impl CommandOutcome {
 
 /// Runs `command` with `sh -c`; output is kept only as its last [`TAIL_LINES`] lines.
 pub async fn run(command: &str) -> CommandOutcome {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    // Starting a process holds the calling thread until the child has exec'd `sh` (about a
+    // millisecond). On the blocking pool, the commands of a batch start side by side instead
+    // of one after another on the runtime's thread.
+    let child = match tokio::task::spawn_blocking(move || cmd.spawn()).await {
+        Ok(r) => r,
+        Err(e) => Err(std::io::Error::other(e)),
+    };
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
