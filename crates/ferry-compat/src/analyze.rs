@@ -4,7 +4,8 @@
 //! A migration is judged by its **end state**: an object dropped and created again with the same
 //! name in one transactional migration is compared with what it was (a view's columns and their
 //! types, a function's signature and return type, a trigger's table, a type's values or
-//! attributes), and only what the previous version lost is reported. A table renamed and
+//! attributes, a domain's base type and constraints), and only what the previous version lost
+//! is reported. A table renamed and
 //! replaced by a view under its old name is judged the same way. Outside a transaction (a
 //! `-- ferry:no-transaction` migration, and MySQL, which commits each statement) the gap between
 //! the drop and the create is real, and the drop stays a finding.
@@ -653,6 +654,44 @@ impl Analyzer {
                             ),
                         );
                     }
+                }
+            }
+            (
+                TypeShape::Domain {
+                    base: a,
+                    not_null: a_not_null,
+                    checks: a_checks,
+                },
+                TypeShape::Domain {
+                    base: b,
+                    not_null: b_not_null,
+                    checks: b_checks,
+                },
+            ) => {
+                let mut lost = Vec::new();
+                if !a.eq_ignore_ascii_case(b)
+                    && matches!(compare(a, b), Change::Narrow | Change::EnumDrop(_))
+                {
+                    lost.push(format!("over {b} instead of {a}"));
+                }
+                if *b_not_null && !a_not_null {
+                    lost.push("with NOT NULL".to_string());
+                }
+                for c in b_checks.iter().filter(|c| !a_checks.contains(c)) {
+                    lost.push(format!("with CHECK ({c})"));
+                }
+                if !lost.is_empty() {
+                    run.emit_at(
+                        line,
+                        Rule::DropType,
+                        g.display.clone(),
+                        format!(
+                            "domain {} is created again {}: the previous version may still write \
+                             values that fail it",
+                            g.display,
+                            lost.join(", ")
+                        ),
+                    );
                 }
             }
             (TypeShape::Other, TypeShape::Other) => {}
