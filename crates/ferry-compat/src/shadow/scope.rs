@@ -44,9 +44,12 @@ pub struct Scope {
     pub renames: bool,
 }
 
+/// One engine's rules for a statement: adds what it can change to the scope, or `None`.
+type Rules = fn(&Statement, &mut Scope) -> Option<()>;
+
 /// What `script` can change, or `None` when the whole catalog must be read again.
 pub fn relations(engine: Engine, script: &str) -> Option<Scope> {
-    let (dialect, rules): (&dyn Dialect, fn(&Statement, &mut Scope) -> Option<()>) = match engine {
+    let (dialect, rules): (&dyn Dialect, Rules) = match engine {
         Engine::Postgres => (&PostgreSqlDialect {}, statement),
         Engine::MySql => (&MySqlDialect {}, mysql_statement),
         Engine::Sqlite => (&SQLiteDialect {}, sqlite_statement),
