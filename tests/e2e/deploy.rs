@@ -129,8 +129,14 @@ impl World {
 }
 
 fn ferry_at(dir: &Path, args: &[&str]) -> Outcome {
+    ferry_with(dir, args, &[])
+}
+
+/// [`ferry_at`] with more environment variables.
+fn ferry_with(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Outcome {
     let out = ferry_e2e::ferry(dir)
         .env("FERRY_ACTOR", "ci-bot")
+        .envs(env.iter().copied())
         .args(args)
         .args(["--output", "json"])
         .output()
@@ -900,20 +906,7 @@ async fn the_compat_step_keeps_the_shadow_base_as_compat_check_does() {
     let tmp = w.p().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let bases = tmp.join("ferry-compat-bases");
-    let go = |args: &[&str]| {
-        let out = ferry_e2e::ferry(w.p())
-            .env("FERRY_ACTOR", "ci-bot")
-            .env("TMPDIR", &tmp)
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .expect("run ferry");
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    };
+    let go = |args: &[&str]| ferry_with(w.p(), args, &[("TMPDIR", &tmp)]);
     let kept = || -> Vec<String> {
         let mut files: Vec<String> = std::fs::read_dir(&bases)
             .map(|d| {

@@ -50,6 +50,17 @@ pub(super) struct Reach {
     pub names: BTreeSet<String>,
 }
 
+impl Reach {
+    /// The names to bind, rounded up to a power of two (the last one repeated) so that a run
+    /// prepares a handful of statements, not one per count.
+    pub fn padded(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let last = names.last().copied().unwrap_or_default();
+        names.resize(names.len().next_power_of_two(), last);
+        names
+    }
+}
+
 fn lower(s: &str) -> String {
     s.to_lowercase()
 }

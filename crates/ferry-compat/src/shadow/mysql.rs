@@ -93,9 +93,8 @@ fn fill(sql: &mut String, f: impl Fn(&str) -> String) -> usize {
     n
 }
 
-/// The statement of a scoped snapshot reading `n` names, and how many times the names are
-/// bound. `n` is rounded up to a power of two (the last name repeated) so that a run prepares a
-/// handful of statements, not one per count.
+/// The statement of a scoped snapshot reading `n` names ([`catalog::Reach::padded`]), and how
+/// many times the names are bound.
 fn scoped_sql(n: usize) -> (String, usize) {
     let marks = vec!["?"; n].join(", ");
     let mut sql = QUERIES
@@ -132,13 +131,12 @@ pub async fn scoped(
     let Some(reach) = catalog.reach(scope, &RULES) else {
         return Ok(catalog.current());
     };
-    let names: Vec<&str> = reach.names.iter().map(String::as_str).collect();
-    let n = names.len().next_power_of_two();
-    let (sql, times) = scoped_sql(n);
+    let names = reach.padded();
+    let (sql, times) = scoped_sql(names.len());
     let mut query = sqlx::query_as(AssertSqlSafe(sql));
     for _ in 0..times {
-        for i in 0..n {
-            query = query.bind(names[i.min(names.len() - 1)]);
+        for name in &names {
+            query = query.bind(*name);
         }
     }
     let rows: Vec<catalog::Row> = query.fetch_all(&mut *conn).await?;

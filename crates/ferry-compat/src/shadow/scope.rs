@@ -25,8 +25,8 @@ use std::collections::BTreeSet;
 
 use ferry_core::Engine;
 use sqlparser::ast::{
-    AlterColumnOperation, AlterIndexOperation, AlterTableOperation, DropBehavior, Ident,
-    ObjectName, ObjectNamePart, ObjectType, RenameTableNameKind, Statement,
+    AlterColumnOperation, AlterIndexOperation, AlterTable, AlterTableOperation, DropBehavior,
+    Ident, ObjectName, ObjectNamePart, ObjectType, RenameTableNameKind, Statement,
 };
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 
@@ -195,6 +195,28 @@ fn rebuild_setting(text: &str) -> bool {
     )
 }
 
+/// `ALTER TABLE` on MySQL or SQLite: names the table, and the new name of a rename. `known` says
+/// of each other operation whether it renames something (`Some(true)`: a column, whose new
+/// name the text of other objects may now hold), changes the table only (`Some(false)`), or
+/// is not known to the engine's rules (`None`: a full snapshot).
+fn alter_table(
+    at: &AlterTable,
+    scope: &mut Scope,
+    known: fn(&AlterTableOperation) -> Option<bool>,
+) -> Option<()> {
+    scope.names.insert(written(&at.name)?);
+    for op in &at.operations {
+        if let AlterTableOperation::RenameTable { table_name } = op {
+            let (RenameTableNameKind::As(n) | RenameTableNameKind::To(n)) = table_name;
+            scope.names.insert(written(n)?);
+            scope.renames = true;
+        } else if known(op)? {
+            scope.renames = true;
+        }
+    }
+    Some(())
+}
+
 /// Statements whose reach MySQL/MariaDB and SQLite share: tables (created in any form), views,
 /// indexes and data changes.
 fn common_statement(s: &Statement, scope: &mut Scope) -> Option<()> {
@@ -252,36 +274,27 @@ fn mysql_statement(s: &Statement, scope: &mut Scope) -> Option<()> {
             }
             scope.renames = true;
         }
-        Statement::AlterTable(at) => {
-            scope.names.insert(written(&at.name)?);
-            for op in &at.operations {
-                match op {
-                    AlterTableOperation::RenameTable { table_name } => {
-                        let (RenameTableNameKind::As(n) | RenameTableNameKind::To(n)) = table_name;
-                        scope.names.insert(written(n)?);
-                        scope.renames = true;
-                    }
-                    AlterTableOperation::RenameColumn { .. }
-                    | AlterTableOperation::ChangeColumn { .. } => scope.renames = true,
-                    // Each of these changes the table itself (and so the views over it) only:
-                    // MySQL refuses to drop or retype what another table's foreign key needs.
-                    AlterTableOperation::AddColumn { .. }
-                    | AlterTableOperation::DropColumn { .. }
-                    | AlterTableOperation::ModifyColumn { .. }
-                    | AlterTableOperation::AlterColumn { .. }
-                    | AlterTableOperation::AddConstraint { .. }
-                    | AlterTableOperation::DropConstraint { .. }
-                    | AlterTableOperation::DropPrimaryKey { .. }
-                    | AlterTableOperation::DropForeignKey { .. }
-                    | AlterTableOperation::DropIndex { .. }
-                    | AlterTableOperation::RenameConstraint { .. }
-                    | AlterTableOperation::Algorithm { .. }
-                    | AlterTableOperation::Lock { .. }
-                    | AlterTableOperation::AutoIncrement { .. } => {}
-                    _ => return None,
-                }
+        Statement::AlterTable(at) => alter_table(at, scope, |op| match op {
+            AlterTableOperation::RenameColumn { .. } | AlterTableOperation::ChangeColumn { .. } => {
+                Some(true)
             }
-        }
+            // Each of these changes the table itself (and so the views over it) only: MySQL
+            // refuses to drop or retype what another table's foreign key needs.
+            AlterTableOperation::AddColumn { .. }
+            | AlterTableOperation::DropColumn { .. }
+            | AlterTableOperation::ModifyColumn { .. }
+            | AlterTableOperation::AlterColumn { .. }
+            | AlterTableOperation::AddConstraint { .. }
+            | AlterTableOperation::DropConstraint { .. }
+            | AlterTableOperation::DropPrimaryKey { .. }
+            | AlterTableOperation::DropForeignKey { .. }
+            | AlterTableOperation::DropIndex { .. }
+            | AlterTableOperation::RenameConstraint { .. }
+            | AlterTableOperation::Algorithm { .. }
+            | AlterTableOperation::Lock { .. }
+            | AlterTableOperation::AutoIncrement { .. } => Some(false),
+            _ => None,
+        })?,
         // `SET foreign_key_checks = 0` and the like: session settings, no catalog.
         Statement::Set(_) => {}
         _ => return common_statement(s, scope),
@@ -310,22 +323,13 @@ fn sqlite_statement(s: &Statement, scope: &mut Scope) -> Option<()> {
                 scope.names.insert(written(n)?);
             }
         }
-        Statement::AlterTable(at) => {
-            scope.names.insert(written(&at.name)?);
-            for op in &at.operations {
-                match op {
-                    AlterTableOperation::RenameTable { table_name } => {
-                        let (RenameTableNameKind::As(n) | RenameTableNameKind::To(n)) = table_name;
-                        scope.names.insert(written(n)?);
-                        scope.renames = true;
-                    }
-                    AlterTableOperation::RenameColumn { .. } => scope.renames = true,
-                    AlterTableOperation::AddColumn { .. }
-                    | AlterTableOperation::DropColumn { .. } => {}
-                    _ => return None,
-                }
+        Statement::AlterTable(at) => alter_table(at, scope, |op| match op {
+            AlterTableOperation::RenameColumn { .. } => Some(true),
+            AlterTableOperation::AddColumn { .. } | AlterTableOperation::DropColumn { .. } => {
+                Some(false)
             }
-        }
+            _ => None,
+        })?,
         _ => return common_statement(s, scope),
     }
     Some(())

@@ -98,8 +98,7 @@ pub async fn full(
 
 /// Reads again only what a script with `scope` can have changed ([`catalog::Catalog::reach`]);
 /// everything else is as the last snapshot read it. The names are numbered parameters (`?1`,
-/// …), bound once and used by every filter; their count is rounded up to a power of two (the
-/// last name repeated) so that a run prepares a handful of statements.
+/// …), bound once and used by every filter ([`catalog::Reach::padded`]).
 pub async fn scoped(
     catalog: &mut catalog::Catalog,
     conn: &mut SqliteConnection,
@@ -108,14 +107,13 @@ pub async fn scoped(
     let Some(reach) = catalog.reach(scope, &RULES) else {
         return Ok(catalog.current());
     };
-    let names: Vec<&str> = reach.names.iter().map(String::as_str).collect();
-    let n = names.len().next_power_of_two();
-    let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    let names = reach.padded();
+    let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
     let marks = marks.join(", ");
     let sql = statement(|col| format!("{col} COLLATE NOCASE IN ({marks})"));
     let mut query = sqlx::query_as(AssertSqlSafe(sql));
-    for i in 0..n {
-        query = query.bind(names[i.min(names.len() - 1)]);
+    for name in names {
+        query = query.bind(name);
     }
     let rows: Rows = query.fetch_all(&mut *conn).await?;
     Ok(catalog.scoped(&reach, &RULES, normalized(rows)))
