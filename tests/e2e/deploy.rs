@@ -129,8 +129,14 @@ impl World {
 }
 
 fn ferry_at(dir: &Path, args: &[&str]) -> Outcome {
+    ferry_with(dir, args, &[])
+}
+
+/// [`ferry_at`] with more environment variables.
+fn ferry_with(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Outcome {
     let out = ferry_e2e::ferry(dir)
         .env("FERRY_ACTOR", "ci-bot")
+        .envs(env.iter().copied())
         .args(args)
         .args(["--output", "json"])
         .output()
@@ -884,4 +890,62 @@ async fn behind_haproxy_a_deploy_and_its_rollback_fail_no_request() {
     }
     assert_eq!(w.live_version(), V2);
     assert_eq!(snapshot(&w.db).await, before);
+}
+
+/// `ferry deploy`'s compat step keeps its shadow base as `ferry compat check` does (SQLite: a
+/// file in the temporary directory, here the test's own), in a dry run too, and the deploy
+/// after it copies that base instead of building another.
+#[tokio::test]
+async fn the_compat_step_keeps_the_shadow_base_as_compat_check_does() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let Some(w) = world(db, 0, "").await else {
+        return;
+    };
+    let tmp = w.p().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bases = tmp.join("ferry-compat-bases");
+    let go = |args: &[&str]| ferry_with(w.p(), args, &[("TMPDIR", &tmp)]);
+    let kept = || -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(&bases)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    let v1 = w.push(V1);
+    go(&["deploy", "--env", "dev", "--artifact", &v1]).expect_code(0);
+    let before = kept();
+    w.add_price();
+    let v2 = w.push(V2);
+    let plan = go(&["deploy", "--env", "dev", "--artifact", &v2, "--dry-run"])
+        .expect_code(0)
+        .json();
+    assert_eq!(plan["status"], "planned", "{plan}");
+    let after_plan = kept();
+    let new: Vec<&String> = after_plan.iter().filter(|f| !before.contains(f)).collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "the dry run's compat step keeps one base: {after_plan:?}"
+    );
+    assert!(
+        new[0].starts_with("ferry_base_") && new[0].ends_with(".db"),
+        "{new:?}"
+    );
+    let d = go(&["deploy", "--env", "dev", "--artifact", &v2])
+        .expect_code(0)
+        .json();
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert_eq!(step(&d, "compat")["status"], "succeeded", "{d}");
+    assert_eq!(
+        kept(),
+        after_plan,
+        "the deploy copies the base the dry run kept"
+    );
 }

@@ -95,8 +95,9 @@ pub async fn run(
     })
 }
 
-/// Where SQLite's kept bases live: beside the shadow files, in the temporary directory.
-fn kept_base() -> ferry_compat::KeptBase {
+/// Where SQLite's kept bases live: beside the shadow files, in the temporary directory. `ferry
+/// deploy`'s compat step keeps its base here too, so a deploy and a check share it.
+pub(crate) fn kept_base() -> ferry_compat::KeptBase {
     ferry_compat::KeptBase::new(std::env::temp_dir().join("ferry-compat-bases"))
 }
 

@@ -68,6 +68,7 @@ fn env_target(
             applied_by: actor.to_string(),
             allow_out_of_order: false,
         },
+        compat_base: Some(crate::compat::kept_base()),
         deploy: section.deploy.clone(),
         fleet: section.fleet.clone(),
         git_tag: settings.file.git.tags(env),

@@ -86,6 +86,13 @@ pub enum TypeShape {
     Enum(Vec<String>),
     /// Attribute name and type.
     Composite(Vec<(String, String)>),
+    /// A domain: its base type and the constraints a value must meet (`NOT NULL`, each
+    /// `CHECK` as PostgreSQL deparses it).
+    Domain {
+        base: String,
+        not_null: bool,
+        checks: Vec<String>,
+    },
     /// A range, base or shell type: only its existence is compared.
     Other,
 }

@@ -225,6 +225,9 @@ pub struct EnvTarget {
     pub migrations: Vec<Migration>,
     /// Lock timeout and who applies, for `ferry-migrate`.
     pub migrate: MigrateOptions,
+    /// Where the compat step keeps its shadow base between deploys, as `ferry compat check`
+    /// does (`None`: the base migrations are applied in every shadow database).
+    pub compat_base: Option<ferry_compat::KeptBase>,
     /// The hooks, backup policy and `restore_on_failure` of `[env.<name>]`.
     pub deploy: DeploySection,
     /// The environment's hosts and smoke checks (ferry-rollout's keys).

@@ -529,7 +529,7 @@ pub(crate) async fn deploy(
             shadow_url: Some(url),
             old_queries: Vec::new(),
             parallel: None,
-            kept_base: None,
+            kept_base: t.compat_base.clone(),
         };
         match ferry_compat::check(&t.migrations, pend.current, &options).await {
             Ok(report) if report.compatible => {
@@ -1312,7 +1312,7 @@ async fn dry_run(mut run: Run<'_>, req: &DeployRequest) -> Result<Deployment> {
                 shadow_url: Some(url),
                 old_queries: Vec::new(),
                 parallel: None,
-                kept_base: None,
+                kept_base: t.compat_base.clone(),
             };
             let report = ferry_compat::check(&t.migrations, p.current, &options).await?;
             if !report.compatible {

@@ -162,6 +162,29 @@ fn lower(node: &NodeEnum, text: &str, out: &mut Vec<Stmt>) {
                     .collect(),
             ),
         },
+        NodeEnum::CreateDomainStmt(d) => {
+            let (mut not_null, mut checks) = (false, Vec::new());
+            for c in &d.constraints {
+                let Some(NodeEnum::Constraint(c)) = c.node.as_ref() else {
+                    continue;
+                };
+                match constr_type(c) {
+                    ConstrType::ConstrNotnull => not_null = true,
+                    ConstrType::ConstrCheck => {
+                        checks.push(c.raw_expr.as_deref().map(expr_text).unwrap_or_default())
+                    }
+                    _ => {}
+                }
+            }
+            Stmt::CreateType {
+                name: Name(names(&d.domainname).join(".")),
+                shape: TypeShape::Domain {
+                    base: d.type_name.as_ref().map(type_name).unwrap_or_default(),
+                    not_null,
+                    checks,
+                },
+            }
+        }
         NodeEnum::CreateRangeStmt(r) => Stmt::CreateType {
             name: Name(names(&r.type_name).join(".")),
             shape: TypeShape::Other,

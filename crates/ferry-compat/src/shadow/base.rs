@@ -12,7 +12,8 @@
 //! PostgreSQL refuses because a session is connected is tried again. After a base is built the
 //! newest few are kept and older ones dropped; `ferry compat clean` removes them all.
 //! MySQL/MariaDB has no database copy that is both fast and exact (views, triggers, routines
-//! and events would have to be re-created one by one), so there every check applies the base.
+//! and events would have to be re-created one by one), so there every check applies the base;
+//! ARCHITECTURE.md has the figures of a copy table by table.
 
 use std::path::{Path, PathBuf};
 

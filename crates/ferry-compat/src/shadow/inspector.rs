@@ -8,7 +8,7 @@ use super::database::Shadow;
 
 use super::database::shadow_err;
 use super::diff::differences;
-use super::{Snapshot, mysql, postgres, probe, scope, sqlite};
+use super::{Snapshot, catalog, mysql, postgres, probe, scope, sqlite};
 use crate::CompatError;
 use crate::queries::OldQuery;
 
@@ -17,10 +17,18 @@ use crate::queries::OldQuery;
 pub(super) struct Inspector {
     conn: Conn,
     queries: Option<Conn>,
-    /// PostgreSQL's schema as last read, for snapshots scoped to what a migration changed.
-    catalog: postgres::Catalog,
+    /// The schema as last read, for snapshots scoped to what a migration changed.
+    catalog: Catalog,
     snapshots: (u32, std::time::Duration),
     prepares: (u32, std::time::Duration),
+}
+
+/// The schema as last read, per engine: PostgreSQL's with its oids' owners, MySQL's and
+/// SQLite's in [`catalog`].
+#[derive(Default)]
+pub(super) struct Catalog {
+    pg: postgres::Catalog,
+    other: catalog::Catalog,
 }
 
 pub(super) enum Conn {
@@ -59,8 +67,8 @@ impl Inspector {
         })
     }
 
-    /// The whole schema, or with `scope` (PostgreSQL) only the relations a migration can have
-    /// changed read again ([`scope::relations`]).
+    /// The whole schema, or with `scope` only the relations a migration can have changed read
+    /// again ([`scope::relations`]).
     pub(super) async fn snapshot(
         &mut self,
         url: &DatabaseUrl,
@@ -177,28 +185,34 @@ async fn connect(shadow: &Shadow) -> Result<Conn, CompatError> {
 /// debug builds (every test) a scoped snapshot is checked against a full one.
 async fn read(
     conn: &mut Conn,
-    catalog: &mut postgres::Catalog,
+    known: &mut Catalog,
     stats: &mut (u32, std::time::Duration),
     url: &DatabaseUrl,
     scope: Option<&scope::Scope>,
 ) -> Result<Snapshot, CompatError> {
     let start = std::time::Instant::now();
+    let other = &mut known.other;
     let r = match (&mut *conn, scope) {
-        (Conn::Pg(c), Some(scope)) => catalog.scoped(c, scope).await,
-        (Conn::Pg(c), None) => catalog.full(c).await,
-        (Conn::MySql(c), _) => mysql::snapshot(c).await,
-        (Conn::Sqlite(c), _) => sqlite::snapshot(c).await,
+        (Conn::Pg(c), Some(scope)) => known.pg.scoped(c, scope).await,
+        (Conn::Pg(c), None) => known.pg.full(c).await,
+        (Conn::MySql(c), Some(scope)) => mysql::scoped(other, c, scope).await,
+        (Conn::MySql(c), None) => mysql::full(other, c).await,
+        (Conn::Sqlite(c), Some(scope)) => sqlite::scoped(other, c, scope).await,
+        (Conn::Sqlite(c), None) => sqlite::full(other, c).await,
     };
     stats.0 += 1;
     stats.1 += start.elapsed();
     let snap = r.map_err(shadow_err("cannot read the shadow database's catalog", url))?;
     if cfg!(debug_assertions)
-        && let (Conn::Pg(c), Some(scope)) = (conn, scope)
+        && let Some(scope) = scope
     {
-        let full = postgres::Catalog::default()
-            .full(c)
-            .await
-            .map_err(shadow_err("cannot read the shadow database's catalog", url))?;
+        let mut fresh = catalog::Catalog::default();
+        let full = match conn {
+            Conn::Pg(c) => postgres::Catalog::default().full(c).await,
+            Conn::MySql(c) => mysql::full(&mut fresh, c).await,
+            Conn::Sqlite(c) => sqlite::full(&mut fresh, c).await,
+        }
+        .map_err(shadow_err("cannot read the shadow database's catalog", url))?;
         let wrong = differences(&full, &snap);
         assert!(
             wrong.is_empty(),

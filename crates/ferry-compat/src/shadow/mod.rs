@@ -17,6 +17,7 @@
 //! database drops it.
 
 pub mod base;
+mod catalog;
 mod database;
 mod diff;
 mod inspector;

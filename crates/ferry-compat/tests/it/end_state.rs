@@ -141,6 +141,57 @@ async fn postgres_judges_by_the_end_state() {
     assert!(r.compatible, "{r:#?}");
     assert_eq!(rules(&r), [], "{r:#?}");
 
+    // A domain dropped and created again over the same base type with the same check:
+    // compatible; with a constraint the previous version's values may fail, breaking.
+    const EMAIL: &str = "CREATE TABLE t (id int);\n\
+                         CREATE DOMAIN email AS varchar(100) CHECK (VALUE LIKE '%@%');";
+    let domain = |up: &str| {
+        m(
+            2,
+            "rebuild_email",
+            up,
+            Some(
+                "DROP DOMAIN email;\nCREATE DOMAIN email AS varchar(100) CHECK (VALUE LIKE '%@%');",
+            ),
+        )
+    };
+    let r = run(
+        pg,
+        &url,
+        EMAIL,
+        vec![domain(
+            "DROP DOMAIN email;\nCREATE DOMAIN email AS varchar(200) CHECK (VALUE LIKE '%@%');",
+        )],
+    )
+    .await;
+    assert!(r.compatible, "{r:#?}");
+    assert_eq!(rules(&r), [], "{r:#?}");
+    let r = run(
+        pg,
+        &url,
+        EMAIL,
+        vec![domain(
+            "DROP DOMAIN email;\nCREATE DOMAIN email AS varchar(100) NOT NULL CHECK (VALUE LIKE '%@%');",
+        )],
+    )
+    .await;
+    assert!(!r.compatible, "{r:#?}");
+    let f = &r.migrations[0].findings;
+    assert!(
+        f.iter().any(|f| f.rule == Rule::DropType
+            && f.line == 2
+            && f.message.contains("with NOT NULL")),
+        "{f:#?}"
+    );
+    let mut gap = domain(
+        "-- ferry:no-transaction\nDROP DOMAIN email;\n\
+         CREATE DOMAIN email AS varchar(100) CHECK (VALUE LIKE '%@%');",
+    );
+    gap.up_transaction = false;
+    let r = run(pg, &url, EMAIL, vec![gap]).await;
+    assert!(!r.compatible, "{r:#?}");
+    assert!(rules(&r).contains(&Rule::DropType), "{r:#?}");
+
     // Outside a transaction the gap is real: the drop stays a finding.
     let mut gap = m(
         2,
