@@ -151,23 +151,11 @@ impl Load<'_> {
         let started = std::time::Instant::now();
         let loaded = self.data(toc, rest).await?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "rows loaded");
-        let others: Vec<String> = toc
+        let others = toc
             .entries
             .iter()
-            .filter(|e| e.section == SECTION_DATA && e.desc != "TABLE DATA")
-            .map(|e| format!("{}; {} {} {}", e.dump_id, e.desc, e.namespace, e.tag))
-            .collect();
-        if !others.is_empty() {
-            let mut list = tempfile::Builder::new()
-                .prefix("ferry-list-")
-                .tempfile()
-                .map_err(BackupError::io("a temporary restore list"))?;
-            writeln!(list, "{}", others.join("\n"))
-                .and_then(|()| list.flush())
-                .map_err(BackupError::io(list.path().display()))?;
-            let arg = format!("--use-list={}", list.path().display());
-            self.pg_restore_file(&[arg], &toc_path).await?;
-        }
+            .filter(|e| e.section == SECTION_DATA && e.desc != "TABLE DATA");
+        self.restore_listed(others, None, &toc_path).await?;
 
         let started = std::time::Instant::now();
         let built = post::run(
@@ -191,23 +179,11 @@ impl Load<'_> {
             self.pg_restore_file(&["--section=post-data".into(), jobs], &toc_path)
                 .await?;
         } else {
-            let rest: Vec<String> = toc
+            let rest = toc
                 .entries
                 .iter()
-                .filter(|e| e.section == SECTION_POST_DATA && !built.contains(&e.dump_id))
-                .map(|e| format!("{}; {} {} {}", e.dump_id, e.desc, e.namespace, e.tag))
-                .collect();
-            if !rest.is_empty() {
-                let mut list = tempfile::Builder::new()
-                    .prefix("ferry-list-")
-                    .tempfile()
-                    .map_err(BackupError::io("a temporary restore list"))?;
-                writeln!(list, "{}", rest.join("\n"))
-                    .and_then(|()| list.flush())
-                    .map_err(BackupError::io(list.path().display()))?;
-                let arg = format!("--use-list={}", list.path().display());
-                self.pg_restore_file(&[arg, jobs], &toc_path).await?;
-            }
+                .filter(|e| e.section == SECTION_POST_DATA && !built.contains(&e.dump_id));
+            self.restore_listed(rest, Some(jobs), &toc_path).await?;
         }
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
@@ -411,6 +387,32 @@ impl Load<'_> {
         }
         let _ = conn.close().await;
         result
+    }
+
+    /// `pg_restore --use-list` of just `entries` (in their order) from the archive's head;
+    /// nothing when there are none.
+    async fn restore_listed<'e>(
+        &self,
+        entries: impl Iterator<Item = &'e archive::TocEntry>,
+        jobs: Option<String>,
+        toc_path: &std::path::Path,
+    ) -> Result<()> {
+        let lines: Vec<String> = entries
+            .map(|e| format!("{}; {} {} {}", e.dump_id, e.desc, e.namespace, e.tag))
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut list = tempfile::Builder::new()
+            .prefix("ferry-list-")
+            .tempfile()
+            .map_err(BackupError::io("a temporary restore list"))?;
+        writeln!(list, "{}", lines.join("\n"))
+            .and_then(|()| list.flush())
+            .map_err(BackupError::io(list.path().display()))?;
+        let mut args = vec![format!("--use-list={}", list.path().display())];
+        args.extend(jobs);
+        self.pg_restore_file(&args, toc_path).await
     }
 
     fn pg_restore_cmd(&self) -> tokio::process::Command {
