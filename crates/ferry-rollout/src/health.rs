@@ -49,19 +49,33 @@ impl Checker {
     }
 
     /// `Ok(())` when healthy, else what the health URL answered.
-    async fn health(&self, host: &HostConfig) -> Result<(), String> {
+    pub async fn health(&self, host: &HostConfig) -> Result<(), String> {
         let (status, body) = self.get(&host.health_url).await?;
-        judge_health(host, status, &body)
+        if status != 200 {
+            return Err(format!(
+                "{} answered HTTP {status}: {}",
+                host.health_url,
+                shown(&body)
+            ));
+        }
+        if let Some(want) = &host.health_contains
+            && !body.contains(want.as_str())
+        {
+            return Err(format!(
+                "{} answered 200 without {want:?}: {}",
+                host.health_url,
+                shown(&body)
+            ));
+        }
+        Ok(())
     }
 
-    /// The host's health and [`Checker::version`] at once (each on its own pooled connection,
-    /// kept alive for the host's next checks).
+    /// [`Checker::health`] and [`Checker::version`] at once (each on its own pooled connection).
     pub async fn state(
         &self,
         host: &HostConfig,
     ) -> (Result<(), String>, Result<Option<String>, String>) {
-        let (health, version) = tokio::join!(self.health(host), self.version(host));
-        (health, version)
+        tokio::join!(self.health(host), self.version(host))
     }
 
     /// What `version_url` reports (trimmed), `None` without one.
@@ -75,27 +89,6 @@ impl Checker {
         }
         Ok(Some(body.trim().chars().take(SHOWN).collect()))
     }
-}
-
-/// `Ok(())` when a health answer is healthy: 200, holding `health_contains` when set.
-fn judge_health(host: &HostConfig, status: u16, body: &str) -> Result<(), String> {
-    if status != 200 {
-        return Err(format!(
-            "{} answered HTTP {status}: {}",
-            host.health_url,
-            shown(body)
-        ));
-    }
-    if let Some(want) = &host.health_contains
-        && !body.contains(want.as_str())
-    {
-        return Err(format!(
-            "{} answered 200 without {want:?}: {}",
-            host.health_url,
-            shown(body)
-        ));
-    }
-    Ok(())
 }
 
 /// Whether a reported version is the target's: its version, its digest, or the digest's hex.

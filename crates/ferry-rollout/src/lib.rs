@@ -322,7 +322,91 @@ impl<'a> Rollout<'a> {
         req: RolloutRequest<'a>,
         observer: &'a dyn RolloutObserver,
     ) -> Result<Rollout<'a>, RolloutError> {
-        new_rollout(req, observer)
+        let fleet = req.fleet;
+        let env = req.target.env.clone();
+        fleet.validate(&env)?;
+        let template = match req.rollback {
+            true => fleet
+                .undeploy_command
+                .as_deref()
+                .or(fleet.deploy_command.as_deref()),
+            false => fleet.deploy_command.as_deref(),
+        }
+        .ok_or_else(|| RolloutError::NoDeployCommand { env: env.clone() })?;
+
+        let hosts: Vec<&HostConfig> = match &req.only_hosts {
+            None => fleet.hosts.iter().collect(),
+            Some(names) => {
+                let mut picked = Vec::new();
+                for n in names {
+                    let h = fleet.host(n).ok_or_else(|| RolloutError::UnknownHost {
+                        env: env.clone(),
+                        host: n.clone(),
+                        known: fleet
+                            .hosts
+                            .iter()
+                            .map(|h| h.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
+                    picked.push(h);
+                }
+                // Configuration order, whatever order the caller named them in.
+                fleet
+                    .hosts
+                    .iter()
+                    .filter(|h| picked.iter().any(|p| p.name == h.name))
+                    .collect()
+            }
+        };
+
+        let values = OwnedPlaceholders {
+            version: req.target.version.clone(),
+            digest: req.target.digest.clone(),
+            name: req.target.name.clone(),
+            env: env.clone(),
+            undeploy: if req.rollback {
+                req.previous
+                    .as_ref()
+                    .map(|p| p.version.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+        };
+        let lb: Box<dyn LoadBalancer> = match &fleet.load_balancer {
+            Some(cfg) => Box::new(Haproxy::new(
+                cfg.admin_address()
+                    .map_err(|reason| ferry_core::CoreError::BadValue {
+                        what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
+                        value: cfg.admin.clone().unwrap_or_default(),
+                        reason,
+                    })?,
+                cfg.backend.as_deref().unwrap_or_default(),
+                fleet.health_timeout(),
+            )),
+            None => Box::new(Commands {
+                drain: fleet.drain_command.clone(),
+                undrain: fleet.undrain_command.clone(),
+                values: values.clone(),
+            }),
+        };
+        let run = Run {
+            fleet,
+            target: req.target,
+            template,
+            values,
+            checker: Checker::new(fleet.health_timeout()).map_err(RolloutError::Http)?,
+            lb,
+            lb_reads: SharedStates::new(),
+            observer,
+        };
+        Ok(Rollout {
+            run,
+            hosts,
+            rollback: req.rollback,
+            dry_run: req.dry_run,
+        })
     }
 
     /// Step 1: asks every host for its health and version, and the load balancer for its
@@ -340,97 +424,6 @@ impl<'a> Rollout<'a> {
             .execute(&self.hosts, gathered.0, self.rollback, self.dry_run)
             .await
     }
-}
-
-fn new_rollout<'a>(
-    req: RolloutRequest<'a>,
-    observer: &'a dyn RolloutObserver,
-) -> Result<Rollout<'a>, RolloutError> {
-    let fleet = req.fleet;
-    let env = req.target.env.clone();
-    fleet.validate(&env)?;
-    let template = match req.rollback {
-        true => fleet
-            .undeploy_command
-            .as_deref()
-            .or(fleet.deploy_command.as_deref()),
-        false => fleet.deploy_command.as_deref(),
-    }
-    .ok_or_else(|| RolloutError::NoDeployCommand { env: env.clone() })?;
-
-    let hosts: Vec<&HostConfig> = match &req.only_hosts {
-        None => fleet.hosts.iter().collect(),
-        Some(names) => {
-            let mut picked = Vec::new();
-            for n in names {
-                let h = fleet.host(n).ok_or_else(|| RolloutError::UnknownHost {
-                    env: env.clone(),
-                    host: n.clone(),
-                    known: fleet
-                        .hosts
-                        .iter()
-                        .map(|h| h.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
-                picked.push(h);
-            }
-            // Configuration order, whatever order the caller named them in.
-            fleet
-                .hosts
-                .iter()
-                .filter(|h| picked.iter().any(|p| p.name == h.name))
-                .collect()
-        }
-    };
-
-    let values = OwnedPlaceholders {
-        version: req.target.version.clone(),
-        digest: req.target.digest.clone(),
-        name: req.target.name.clone(),
-        env: env.clone(),
-        undeploy: if req.rollback {
-            req.previous
-                .as_ref()
-                .map(|p| p.version.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        },
-    };
-    let lb: Box<dyn LoadBalancer> = match &fleet.load_balancer {
-        Some(cfg) => Box::new(Haproxy::new(
-            cfg.admin_address()
-                .map_err(|reason| ferry_core::CoreError::BadValue {
-                    what: format!("`env.{env}.load_balancer.admin` in ferry.toml"),
-                    value: cfg.admin.clone().unwrap_or_default(),
-                    reason,
-                })?,
-            cfg.backend.as_deref().unwrap_or_default(),
-            fleet.health_timeout(),
-        )),
-        None => Box::new(Commands {
-            drain: fleet.drain_command.clone(),
-            undrain: fleet.undrain_command.clone(),
-            values: values.clone(),
-        }),
-    };
-    let run = Run {
-        fleet,
-        target: req.target,
-        template,
-        values,
-        checker: Checker::new(fleet.health_timeout()).map_err(RolloutError::Http)?,
-        lb,
-        lb_reads: SharedStates::new(),
-        observer,
-    };
-    Ok(Rollout {
-        run,
-        hosts,
-        rollback: req.rollback,
-        dry_run: req.dry_run,
-    })
 }
 
 fn ms(d: Duration) -> u64 {

@@ -81,7 +81,8 @@ pub(crate) fn quote_ident(name: &str) -> String {
 }
 
 const TABLES: &str = r"
-SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname)
+SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname),
+       c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -90,73 +91,32 @@ WHERE c.relkind IN ('r', 'p')
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2";
 
-/// Every table of a database that [`load`] just loaded, with its row count: the count the load
-/// took (each `COPY`'s own) where that is the whole table's, a plain table with no partitions
-/// or inheritance children (whose rows `count(*)` would add), else `count(*)`. Nobody but the
-/// restore uses the new database yet, and loading is the only thing that wrote rows into it.
-pub(crate) async fn tables_loaded(
-    url: &DatabaseUrl,
-    loaded: &std::collections::HashMap<String, u64>,
-) -> Result<Vec<TableRows>> {
-    let mut conn = connect(url).await?;
-    let listed: Result<Vec<(String, String, String, bool)>> = sqlx::query_as(AssertSqlSafe(
-        TABLES.replacen(
-            "format('%I.%I', n.nspname, c.relname)",
-            "format('%I.%I', n.nspname, c.relname), \
-             c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)",
-            1,
-        ),
-    ))
-    .fetch_all(&mut conn)
-    .await
-    .map_err(db(url, "listing tables"));
-    let mut out = Vec::new();
-    let mut counted = Ok(());
-    for (schema, table, quoted, plain) in listed? {
-        let name = format!("{schema}.{table}");
-        let rows = match loaded.get(&name) {
-            Some(&n) if plain => n as i64,
-            None if plain => 0,
-            _ => match sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
-                .fetch_one(&mut conn)
-                .await
-            {
-                Ok(n) => n,
-                Err(e) => {
-                    counted = Err(db(url, "counting rows")(e));
-                    break;
-                }
-            },
-        };
-        out.push(TableRows { name, rows });
-    }
-    let _ = conn.close().await;
-    counted.map(|()| out)
-}
-
 /// Every table and its row count, on `conn` (inside whatever transaction it has open).
+///
+/// With `loaded` (a database [`load`] just loaded in parallel: the rows of each table as each
+/// `COPY` counted them), a plain table (no partitions or inheritance children, whose rows
+/// `count(*)` would add) takes the load's count instead of a scan; nobody but the restore uses
+/// the new database yet, and loading is the only thing that wrote rows into it.
 pub(crate) async fn count_tables(
     conn: &mut PgConnection,
     url: &DatabaseUrl,
+    loaded: Option<&std::collections::HashMap<String, u64>>,
 ) -> Result<Vec<TableRows>> {
-    let rows = sqlx::query(TABLES)
+    let rows: Vec<(String, String, String, bool)> = sqlx::query_as(TABLES)
         .fetch_all(&mut *conn)
         .await
         .map_err(db(url, "listing tables"))?;
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let schema: String = row.try_get(0).map_err(db(url, "listing tables"))?;
-        let table: String = row.try_get(1).map_err(db(url, "listing tables"))?;
-        let quoted: String = row.try_get(2).map_err(db(url, "listing tables"))?;
-        let count: i64 =
-            sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
+    for (schema, table, quoted, plain) in rows {
+        let name = format!("{schema}.{table}");
+        let rows = match loaded {
+            Some(loaded) if plain => loaded.get(&name).map_or(0, |&n| n as i64),
+            _ => sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(db(url, "counting rows"))?;
-        out.push(TableRows {
-            name: format!("{schema}.{table}"),
-            rows: count,
-        });
+                .map_err(db(url, "counting rows"))?,
+        };
+        out.push(TableRows { name, rows });
     }
     Ok(out)
 }
@@ -188,14 +148,17 @@ pub(crate) async fn server_version(
     Ok((short, num))
 }
 
-/// Every table of `url` and its row count, in one snapshot.
-pub(crate) async fn tables_of(url: &DatabaseUrl) -> Result<Vec<TableRows>> {
+/// Every table of `url` and its row count, in one snapshot ([`count_tables`]).
+pub(crate) async fn tables_of(
+    url: &DatabaseUrl,
+    loaded: Option<&std::collections::HashMap<String, u64>>,
+) -> Result<Vec<TableRows>> {
     let mut conn = connect(url).await?;
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut conn)
         .await
         .map_err(db(url, "opening a snapshot"))?;
-    let tables = count_tables(&mut conn, url).await;
+    let tables = count_tables(&mut conn, url, loaded).await;
     let _ = conn.close().await;
     tables
 }
@@ -226,7 +189,7 @@ impl DumpEngine for Postgres {
                 .fetch_one(&mut conn)
                 .await
                 .map_err(db(url, "exporting the snapshot"))?;
-            let tables = count_tables(&mut conn, url).await?;
+            let tables = count_tables(&mut conn, url, None).await?;
             let schema_version = schema_version(&mut conn, url).await?;
 
             let (target, password) = libpq_target(url)?;
@@ -283,7 +246,7 @@ impl DumpEngine for Postgres {
     }
 
     fn tables<'a>(&'a self, url: &'a DatabaseUrl) -> BoxFut<'a, Vec<TableRows>> {
-        Box::pin(tables_of(url))
+        Box::pin(tables_of(url, None))
     }
 
     fn create_scratch<'a>(

@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::load::{Load, Owners};
-use super::{connect, quote_ident, server_version, tables_loaded, tables_of};
+use super::{connect, quote_ident, server_version, tables_of};
 use crate::engine::{RestoreInput, RestoreRequest, Restored, Tool, db, with_database};
 use crate::error::{BackupError, Result};
 
@@ -376,10 +376,7 @@ pub(crate) async fn load_verified(
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
         (Ok(loaded), Ok(())) => loaded,
     };
-    let tables = match &loaded.rows {
-        Some(rows) => tables_loaded(into, rows).await?,
-        None => tables_of(into).await?,
-    };
+    let tables = tables_of(into, loaded.rows.as_ref()).await?;
     let differences = crate::compare_tables(request.tables, &tables);
     if !differences.is_empty() {
         return Err(failed(

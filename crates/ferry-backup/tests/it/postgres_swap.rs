@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_backup::{BackupError, RestoreOptions};
+use ferry_backup::{BackupError, Manifest, RestoreOptions};
 use ferry_core::DatabaseUrl;
 use ferry_testkit::db::{Kind, TestDb};
 use sqlx::{Connection, PgConnection};
 
-use crate::harness::{quiet, store};
+use crate::harness::{Store, quiet, store};
 
 /// A connection to another database of the test (never the target, which must be free of
 /// sessions for the swap).
@@ -40,6 +40,17 @@ async fn assert_nothing_left(db: &TestDb) {
 
 fn name(db: &TestDb) -> String {
     db.database_url().database_name()
+}
+
+/// A store holding one backup of the test's database.
+async fn backed_up(db: &TestDb) -> (Store, Manifest) {
+    let s = store().await;
+    let m = s
+        .backups
+        .create(&db.database_url(), None, &quiet())
+        .await
+        .unwrap();
+    (s, m)
 }
 
 fn options() -> RestoreOptions {
@@ -85,12 +96,7 @@ async fn rows_with_newlines_tabs_backslashes_and_nulls_survive_parallel_loading(
     let small = db
         .texts("SELECT string_agg(k, '|' ORDER BY k) FROM small")
         .await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     assert!(m.raw_bytes > 4 * 1024 * 1024, "{} raw bytes", m.raw_bytes);
     db.exec("DELETE FROM awkward WHERE id % 2 = 0; CREATE TABLE later (x int);")
         .await;
@@ -147,12 +153,7 @@ async fn a_failing_constraint_leaves_the_target_as_it_was_and_nothing_behind() {
         return;
     };
     db.exec(LYING_INDEX).await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     db.exec("CREATE TABLE after_backup (y int); INSERT INTO after_backup VALUES (7);")
         .await;
     let err = s
@@ -185,12 +186,7 @@ async fn a_killed_loading_backend_leaves_the_target_as_it_was_and_nothing_behind
          INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 400000) g;",
     )
     .await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     db.exec("CREATE TABLE after_backup (y int); INSERT INTO after_backup VALUES (7);")
         .await;
     let mut watch = observer(&db).await;
@@ -257,12 +253,7 @@ async fn sessions_on_the_target_are_ended_with_yes_and_refused_without() {
     };
     db.exec("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2);")
         .await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     db.exec("INSERT INTO t VALUES (3);").await;
     let url = db.database_url();
     let mut app = PgConnection::connect(&url.for_driver()).await.unwrap();
@@ -318,12 +309,7 @@ async fn keep_old_keeps_the_replaced_database_and_settings_carry_over() {
         "ALTER DATABASE \"{name}\" SET work_mem = '7MB'; COMMENT ON DATABASE \"{name}\" IS 'the app''s db'"
     ))
     .await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     db.exec("INSERT INTO t VALUES (2);").await;
     let keep = RestoreOptions {
         keep_old: true,
@@ -375,12 +361,7 @@ async fn no_owner_and_role_restore_into_a_server_without_the_backups_roles() {
          CREATE TABLE t (x int); INSERT INTO t VALUES (1); ALTER TABLE t OWNER TO \"{owner}\";"
     ))
     .await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     let owner_of_t = "SELECT tableowner::text FROM pg_tables WHERE tablename = 't'";
     assert_eq!(db.texts(owner_of_t).await, vec![Some(owner.clone())]);
     // The backup's role is gone, as on another server.
@@ -434,12 +415,7 @@ async fn large_objects_take_the_single_pg_restore_path_and_come_back() {
          INSERT INTO docs VALUES (1, lo_from_bytea(0, '\\x00ff0a5c'::bytea));",
     )
     .await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     db.exec("DELETE FROM docs;").await;
     let report = s
         .backups
@@ -522,12 +498,7 @@ async fn post_data_of_every_shape_comes_back_as_it_was_dumped() {
         (SELECT count(*) FROM measures), (SELECT count(*) FROM parent_t), (SELECT count(*) FROM ONLY parent_t), \
         (SELECT count(*) FROM account_regions), (SELECT count(*) FROM \"Odd Schema\".\"Odd \"\"Name\"\"\"))";
     let rows = db.texts(counts).await;
-    let s = store().await;
-    let m = s
-        .backups
-        .create(&db.database_url(), None, &quiet())
-        .await
-        .unwrap();
+    let (s, m) = backed_up(&db).await;
     db.exec("DROP TABLE orders; DROP MATERIALIZED VIEW account_regions; ALTER TABLE accounts DROP CONSTRAINT accounts_email_key;")
         .await;
     s.backups

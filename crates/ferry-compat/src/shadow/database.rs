@@ -41,20 +41,23 @@ pub(super) fn shadow_err(
 }
 
 impl Shadow {
+    /// A shadow file named `name` in the temporary directory (not created yet).
+    fn sqlite(name: String) -> Result<Shadow, CompatError> {
+        let file = std::env::temp_dir().join(format!("{name}.db"));
+        let url = DatabaseUrl::parse(&format!("sqlite:{}", file.display()))?;
+        Ok(Shadow {
+            engine: Engine::Sqlite,
+            url,
+            scratch: None,
+            name,
+            file: Some(file),
+        })
+    }
+
     pub(super) async fn create(server: &DatabaseUrl) -> Result<Shadow, CompatError> {
         let name = unique_name();
         match server.engine() {
-            Engine::Sqlite => {
-                let file = std::env::temp_dir().join(format!("{name}.db"));
-                let url = DatabaseUrl::parse(&format!("sqlite:{}", file.display()))?;
-                Ok(Shadow {
-                    engine: Engine::Sqlite,
-                    url,
-                    scratch: None,
-                    name,
-                    file: Some(file),
-                })
-            }
+            Engine::Sqlite => Shadow::sqlite(name),
             engine => {
                 let options = ScratchOptions {
                     throwaway: true,
@@ -88,7 +91,8 @@ impl Shadow {
         let name = unique_name();
         match server.engine() {
             Engine::Sqlite => {
-                let file = std::env::temp_dir().join(format!("{name}.db"));
+                let shadow = Shadow::sqlite(name)?;
+                let file = shadow.file.clone().unwrap_or_default();
                 match std::fs::copy(base, &file) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -100,14 +104,7 @@ impl Shadow {
                         )(sqlx::Error::Io(e)));
                     }
                 }
-                let url = DatabaseUrl::parse(&format!("sqlite:{}", file.display()))?;
-                Ok(Some(Shadow {
-                    engine: Engine::Sqlite,
-                    url,
-                    scratch: None,
-                    name,
-                    file: Some(file),
-                }))
+                Ok(Some(shadow))
             }
             engine => {
                 let options = ScratchOptions {
