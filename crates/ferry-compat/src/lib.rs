@@ -165,12 +165,18 @@ pub async fn check(
     base_version: Option<i64>,
     options: &CheckOptions,
 ) -> Result<Report, CompatError> {
-    let mut report = check_static(migrations, base_version, options);
     let Some(url) = &options.shadow_url else {
         if !options.old_queries.is_empty() {
             return Err(CompatError::OldQueriesNeedShadow);
         }
-        return Ok(report);
+        return Ok(check_static(migrations, base_version, options));
+    };
+    // The static layer reads every migration of the history (the base's too, to learn its
+    // schema); it runs on a thread of its own while the shadow database is copied or built,
+    // which is the server's work, so that a short check waits for the longer of the two only.
+    let analysis = {
+        let (migrations, options) = (migrations.to_vec(), options.clone());
+        tokio::task::spawn_blocking(move || check_static(&migrations, base_version, &options))
     };
     let proofs = shadow::prove(
         migrations,
@@ -180,7 +186,14 @@ pub async fn check(
         options.parallel,
         options.kept_base.as_ref(),
     )
-    .await?;
+    .await;
+    let mut report = match analysis.await {
+        Ok(report) => report,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: only when the runtime shuts down under the check.
+        Err(_) => check_static(migrations, base_version, options),
+    };
+    let proofs = proofs?;
     let by_version: std::collections::HashMap<i64, &Migration> =
         migrations.iter().map(|m| (m.version, m)).collect();
     for m in &mut report.migrations {
