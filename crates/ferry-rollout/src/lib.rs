@@ -442,31 +442,31 @@ impl Run<'_> {
         rollback: bool,
     ) -> Result<Vec<(Gathered, Decision)>, RolloutError> {
         let started = Instant::now();
-        let lb_states = self
-            .lb
-            .states()
-            .await
-            .map_err(|message| RolloutError::LoadBalancer {
-                admin: self
-                    .fleet
-                    .load_balancer
-                    .as_ref()
-                    .and_then(|l| l.admin.clone())
-                    .unwrap_or_default(),
-                backend: self
-                    .fleet
-                    .load_balancer
-                    .as_ref()
-                    .and_then(|l| l.backend.clone())
-                    .unwrap_or_default(),
+        // The load balancer's tables and every host's answers at once: neither depends on the
+        // other and both are only reads. When the tables cannot be read, that error returns at
+        // once and the answers are dropped unused.
+        let lb_error = |message: String| {
+            let lb = self.fleet.load_balancer.as_ref();
+            RolloutError::LoadBalancer {
+                admin: lb.and_then(|l| l.admin.clone()).unwrap_or_default(),
+                backend: lb.and_then(|l| l.backend.clone()).unwrap_or_default(),
                 message,
+            }
+        };
+        let (lb_states, answers) =
+            tokio::try_join!(async { self.lb.states().await.map_err(lb_error) }, async {
+                let answers =
+                    futures_util::future::join_all(hosts.iter().map(|h| self.checker.state(h)));
+                Ok(answers.await)
             })?;
-        let gathered: Vec<(Gathered, Decision)> =
-            futures_util::future::join_all(hosts.iter().map(|h| {
+        let gathered: Vec<(Gathered, Decision)> = hosts
+            .iter()
+            .zip(answers)
+            .map(|(h, answer)| {
                 let state = lb_states.as_ref().map(|m| m.get(&h.name));
-                self.gather(h, state, rollback)
-            }))
-            .await;
+                self.decide(h, answer, state, rollback)
+            })
+            .collect();
         tracing::debug!(ms = ms(started.elapsed()), "gathered");
         Ok(gathered)
     }
@@ -721,13 +721,15 @@ impl Run<'_> {
         Ok(finish(reports, status, detail, plan))
     }
 
-    async fn gather(
+    /// What the gather makes of one host: its answers (health, version) and what the load
+    /// balancer reports of it (`None` without one; `Some(None)` when it has no such server).
+    fn decide(
         &self,
         host: &HostConfig,
+        (health, version): (Result<(), String>, Result<Option<String>, String>),
         lb: Option<Option<&ServerState>>,
         rollback: bool,
     ) -> (Gathered, Decision) {
-        let (health, version) = self.checker.state(host).await;
         let version = version.ok().flatten();
         let lb_word = lb.map(|s| {
             s.map(|s| s.status.clone())
