@@ -23,7 +23,16 @@ pub struct Haproxy {
     admin: AdminAddress,
     backend: String,
     timeout: Duration,
+    /// At most [`ADMIN_CONNECTIONS`] commands in flight at once.
+    permits: tokio::sync::Semaphore,
 }
+
+/// How many admin connections ferry holds open at once. HAProxy serves at most `stats maxconn`
+/// (10 by default) connections on its stats socket and queues a few more; beyond that a unix
+/// socket refuses a connection at once (`EAGAIN`). A batch of ten hosts readied together, each
+/// then reading both tables, would be thirty; monitoring and operators share the socket too.
+/// Each command takes a fraction of a millisecond, so waiting for a permit costs little.
+const ADMIN_CONNECTIONS: usize = 4;
 
 const MAINT_FLAGS: u32 = 0x01 | 0x02 | 0x04 | 0x20 | 0x40;
 const DRAIN_FLAGS: u32 = 0x08 | 0x10;
@@ -34,17 +43,33 @@ impl Haproxy {
             admin,
             backend: backend.to_string(),
             timeout,
+            permits: tokio::sync::Semaphore::new(ADMIN_CONNECTIONS),
         }
     }
 
-    /// Sends one command and returns HAProxy's whole answer.
+    /// Sends one command and returns HAProxy's whole answer. A unix socket whose queue is full
+    /// (others are using it) is tried again, backing off, until the command's timeout.
     pub async fn command(&self, cmd: &str) -> Result<String, String> {
         let run = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| format!("{}: {e}", self.admin))?;
             match &self.admin {
                 AdminAddress::Unix(path) => {
-                    let s = tokio::net::UnixStream::connect(path)
-                        .await
-                        .map_err(|e| format!("connecting to {}: {e}", self.admin))?;
+                    let mut pause = Duration::from_millis(2);
+                    let s = loop {
+                        match tokio::net::UnixStream::connect(path).await {
+                            Ok(s) => break s,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                tracing::debug!(admin = %self.admin, "haproxy: admin socket busy; trying again");
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(Duration::from_millis(50));
+                            }
+                            Err(e) => return Err(format!("connecting to {}: {e}", self.admin)),
+                        }
+                    };
                     talk(s, cmd).await
                 }
                 AdminAddress::Tcp(addr) => {
@@ -250,6 +275,68 @@ mod tests {
         assert_eq!(s["h3"].admin, AdminState::Maint);
         assert!(!s["h3"].up);
         assert_eq!(s["h3"].status, "MAINT");
+    }
+
+    /// A stats socket whose queue is full refuses a connection at once (`EAGAIN`); the command
+    /// waits and is tried again instead of failing the host it was sent for.
+    #[tokio::test]
+    async fn a_full_admin_socket_queue_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let socket =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&socket2::SockAddr::unix(&path).unwrap())
+            .unwrap();
+        socket.listen(0).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let listener =
+            tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))
+                .unwrap();
+        // Fill the queue: connections that nobody accepts, until the kernel refuses one.
+        let mut queued = Vec::new();
+        loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => queued.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+
+        let haproxy = Haproxy::new(
+            AdminAddress::Unix(path.clone()),
+            "app",
+            Duration::from_secs(5),
+        );
+        let command = tokio::spawn(async move { haproxy.command("show info").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !command.is_finished(),
+            "the command gave up on a full queue"
+        );
+
+        // The queued ones end (their clients are gone), then the command's own connection is
+        // served once it gets in.
+        let n = queued.len();
+        drop(queued);
+        for _ in 0..=n {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while !line.ends_with(b"\n") {
+                match s.read(&mut byte).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => line.push(byte[0]),
+                }
+            }
+            if line == b"show info\n" {
+                s.write_all(b"Name: HAProxy\n").await.unwrap();
+                break;
+            }
+        }
+        let answer = command.await.unwrap().unwrap();
+        assert_eq!(answer, "Name: HAProxy\n");
     }
 
     #[test]
