@@ -11,6 +11,9 @@ the sum of those floors. It reports, for each of ROUNDS rounds (a new version ea
            final check, history record), from outside
   floors   the sum of the per-batch floors
   ratio    wall / floors        (target <= 1.10)
+  shell    beside it, a bare shell loop running the same commands in the same batches with no
+           checks at all (`cmd & ... wait`), timed the same way: what starting the commands
+           costs on this machine, which the floors leave out; and wall / shell
 
 and ferry's peak RSS (wait4's ru_maxrss) for a rollout of 10 hosts and of HOSTS hosts, which
 should be flat. With HAPROXY=1 (and haproxy installed) the hosts sit behind a real HAProxy and
@@ -19,11 +22,13 @@ ferry drains them through its Runtime API. Figures go to benches/results/rollout
     cargo build --release -p ferry-cli
     python3 benches/rollout.py                     # HOSTS=40 BATCH=10 ROUNDS=5
     HAPROXY=1 python3 benches/rollout.py
+    FAST_HOSTS=1 python3 benches/rollout.py        # the hosts answer as an event-driven server does
     RUST_LOG=ferry_rollout=debug ROLLOUT_LOG=/tmp/r.log python3 benches/rollout.py
 """
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -40,6 +45,7 @@ HOSTS = int(os.environ.get("HOSTS", "40"))
 BATCH = int(os.environ.get("BATCH", "10"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 HAPROXY = os.environ.get("HAPROXY") == "1"
+FAST = os.environ.get("FAST_HOSTS") == "1"
 SLEEP = 0.2
 
 
@@ -80,6 +86,65 @@ class Fleet:
         for p in self.procs:
             p.kill()
             p.wait()
+
+
+class FastFleet(Fleet):
+    """FAST_HOSTS=1: the same hosts (a port, a state directory and a version file each, /_status
+    and /version) served by one event-driven process, as Go's net/http, nginx or hyper serve,
+    instead of a Python thread per connection. A thread per connection on a machine of two
+    cores answers a burst of requests (the gather's 80, a batch's checks) in tens of
+    milliseconds, which the figures would charge to ferry; this fleet answers them at about the
+    speed of the client asking. The deploy command is the same, and so are the floors."""
+
+    def __init__(self, root, n):
+        self.root, self.procs, self.hosts = root, [], []
+        for i in range(1, n + 1):
+            name = f"h{i}"
+            state = os.path.join(root, name)
+            os.makedirs(state)
+            open(os.path.join(state, "version"), "w").write("0\n")
+            self.hosts.append((name, free_port()))
+        spec = ",".join(f"{n}={p}" for n, p in self.hosts)
+        self.procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", root, spec],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for name, port in self.hosts:
+            wait_listening(port, name)
+
+
+def serve_fast(root, spec):
+    import asyncio
+
+    async def handle(name, reader, writer):
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                if path == "/_status":
+                    code, body = 200, "ok"
+                elif path == "/version":
+                    code, body = 200, open(os.path.join(root, name, "version")).read().strip()
+                else:
+                    code, body = 404, "not found"
+                data = (body + "\n").encode()
+                writer.write(f"HTTP/1.1 {code} {'OK' if code == 200 else 'Not Found'}\r\n"
+                             f"Content-Type: text/plain\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        servers = []
+        for item in spec.split(","):
+            name, port = item.split("=")
+            servers.append(await asyncio.start_server(
+                lambda r, w, name=name: handle(name, r, w), "127.0.0.1", int(port), backlog=256))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
 
 
 def start_haproxy(root, fleet):
@@ -160,13 +225,36 @@ def rollout_round(root, fleet, batch, version):
         spans[name] = (e - s) / 1e9
     names = [n for n, _ in fleet.hosts]
     floors = sum(max(spans[n] for n in names[i:i + batch]) for i in range(0, len(names), batch))
+    shell = shell_loop(root, fleet, batch, version)
     return {"wall_s": round(wall, 3), "floors_s": round(floors, 3), "ratio": round(wall / floors, 3),
+            "shell_s": round(shell, 3), "shell_ratio": round(wall / shell, 3),
             "max_rss_kib": usage.ru_maxrss}
+
+
+def shell_loop(root, fleet, batch, version):
+    """The bare alternative, timed from outside like ferry: one shell that starts each batch's
+    deploy commands at once and waits for them (`cmd & ... wait`), batch after batch, with no
+    health, version or load balancer step. It pays what any tool pays to start the commands
+    (fork and exec of `sh` on this machine), which the floors leave out. It deploys the version
+    ferry just deployed, so the hosts end as they were."""
+    deploy = (f"s=$(date +%s%N); sleep {SLEEP}; echo {version} > {root}/{{host}}/version; "
+              f"echo $s $(date +%s%N) > {root}/{{host}}/timing")
+    names = [n for n, _ in fleet.hosts]
+    lines = []
+    for i in range(0, len(names), batch):
+        for n in names[i:i + batch]:
+            lines.append(f"sh -c {shlex.quote(deploy.replace('{host}', n))} &")
+        lines.append("wait")
+    script = os.path.join(root, "shell-loop.sh")
+    open(script, "w").write("\n".join(lines) + "\n")
+    t0 = time.monotonic()
+    subprocess.run(["sh", script], check=True)
+    return time.monotonic() - t0
 
 
 def bench(n, batch, rounds):
     root = tempfile.mkdtemp(prefix="ferry-rollout-bench.")
-    fleet = Fleet(root, n)
+    fleet = (FastFleet if FAST else Fleet)(root, n)
     hp = None
     try:
         admin = None
@@ -193,21 +281,26 @@ def main():
     load_end = os.getloadavg()[0]
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     result = {
-        "hosts": HOSTS, "batch": BATCH, "rounds": ROUNDS, "haproxy": HAPROXY, "deploy_sleep_s": SLEEP,
+        "hosts": HOSTS, "batch": BATCH, "rounds": ROUNDS, "haproxy": HAPROXY, "fast_hosts": FAST,
+        "deploy_sleep_s": SLEEP,
         "ferry": FERRY,
         # On a machine shared with builds the figures are noisy: say how busy it was.
         "load_average_start": load_start, "load_average_end": load_end,
         f"rounds_{HOSTS}": big, "rounds_10": small,
         "median_ratio": med(big, "ratio"), "median_wall_s": med(big, "wall_s"),
         "median_floors_s": med(big, "floors_s"),
+        "median_shell_s": med(big, "shell_s"), "median_shell_ratio": med(big, "shell_ratio"),
         "max_rss_kib_10": max(r["max_rss_kib"] for r in small),
         f"max_rss_kib_{HOSTS}": max(r["max_rss_kib"] for r in big),
     }
     print(f"{HOSTS} hosts, batches of {BATCH}, settle 0, deploy sleeps {SLEEP}s"
-          f"{', behind HAProxy' if HAPROXY else ', no load balancer'}:")
+          f"{', behind HAProxy' if HAPROXY else ', no load balancer'}"
+          f"{', one event-driven process serving the hosts' if FAST else ', a Python thread per connection on each host'}:")
     for r in big:
-        print(f"  wall {r['wall_s']:.3f}s  floors {r['floors_s']:.3f}s  ratio {r['ratio']:.3f}  rss {r['max_rss_kib']} KiB")
-    print(f"median ratio {result['median_ratio']:.3f} (target <= 1.10); load average {load_start:.1f} -> {load_end:.1f}")
+        print(f"  wall {r['wall_s']:.3f}s  floors {r['floors_s']:.3f}s  ratio {r['ratio']:.3f}"
+              f"  shell loop {r['shell_s']:.3f}s (ferry / shell {r['shell_ratio']:.3f})  rss {r['max_rss_kib']} KiB")
+    print(f"median ratio {result['median_ratio']:.3f} (target <= 1.10); median ferry / shell loop "
+          f"{result['median_shell_ratio']:.3f}; load average {load_start:.1f} -> {load_end:.1f}")
     print(f"peak RSS: 10 hosts {result['max_rss_kib_10']} KiB, {HOSTS} hosts {result[f'max_rss_kib_{HOSTS}']} KiB")
     os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
     path = os.path.join(ROOT, "benches", "results", time.strftime("rollout-%Y-%m-%dT%H%M%SZ.json", time.gmtime()))
@@ -216,4 +309,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve"]:
+        serve_fast(sys.argv[2], sys.argv[3])
+    else:
+        main()
