@@ -531,12 +531,22 @@ async fn a_load_balancer_that_cannot_be_reached_stops_before_any_host() {
     let Some(fleet) = Fleet::start(1, OLD) else {
         return;
     };
+    // A host that takes connections and never answers: its health request runs beside the
+    // load balancer's read and would wait out health_timeout_seconds; the error must not.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let config = fleet_config(&format!(
-        "deploy_command = \"{}\"\nsettle_seconds = 0\n[env.prod.load_balancer]\nadmin = \"unix:///nonexistent/admin.sock\"\nbackend = \"app\"\n{}",
+        "deploy_command = \"{}\"\nsettle_seconds = 0\nhealth_timeout_seconds = 10\n[env.prod.load_balancer]\nadmin = \"unix:///nonexistent/admin.sock\"\nbackend = \"app\"\n{}\n[[env.prod.hosts]]\nname = \"silent\"\nhealth_url = \"http://{}/_status\"\n",
         fleet.deploy_command(),
-        fleet.hosts_toml("prod")
+        fleet.hosts_toml("prod"),
+        silent.local_addr().unwrap()
     ));
+    let started = Instant::now();
     let err = rollout(request(&config), &Quiet).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the load balancer's error waited for a silent host: {:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("/nonexistent/admin.sock"), "{err}");
     assert!(!err.is_invalid_input());
     assert!(fleet.deploys("h1").is_empty());
