@@ -309,10 +309,11 @@ mod tests {
             "app",
             Duration::from_secs(5),
         );
-        let command = tokio::spawn(async move { haproxy.command("show info").await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Its first poll tries to connect, and the kernel refuses: it must wait, not fail.
+        let mut command = std::pin::pin!(haproxy.command("show info"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(
-            !command.is_finished(),
+            std::future::Future::poll(command.as_mut(), &mut cx).is_pending(),
             "the command gave up on a full queue"
         );
 
@@ -320,22 +321,26 @@ mod tests {
         // served once it gets in.
         let n = queued.len();
         drop(queued);
-        for _ in 0..=n {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut line = Vec::new();
-            let mut byte = [0u8; 1];
-            while !line.ends_with(b"\n") {
-                match s.read(&mut byte).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => line.push(byte[0]),
+        let serve = async {
+            for _ in 0..=n {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut line = Vec::new();
+                let mut byte = [0u8; 1];
+                while !line.ends_with(b"\n") {
+                    match s.read(&mut byte).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => line.push(byte[0]),
+                    }
+                }
+                if line == b"show info\n" {
+                    s.write_all(b"Name: HAProxy\n").await.unwrap();
+                    return;
                 }
             }
-            if line == b"show info\n" {
-                s.write_all(b"Name: HAProxy\n").await.unwrap();
-                break;
-            }
-        }
-        let answer = command.await.unwrap().unwrap();
+            panic!("the command never connected");
+        };
+        let (answer, ()) = tokio::join!(command, serve);
+        let answer = answer.unwrap();
         assert_eq!(answer, "Name: HAProxy\n");
     }
 
