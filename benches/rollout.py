@@ -70,17 +70,21 @@ class Fleet:
     def __init__(self, root, n):
         self.root, self.procs, self.hosts = root, [], []
         for i in range(1, n + 1):
-            name = f"h{i}"
+            name, port = f"h{i}", free_port()
             state = os.path.join(root, name)
             os.makedirs(state)
-            port = free_port()
             open(os.path.join(state, "port"), "w").write(str(port))
             open(os.path.join(state, "version"), "w").write("0\n")
-            self.procs.append(subprocess.Popen([sys.executable, HOST_PY, "serve", state],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.hosts.append((name, port))
+        self.start()
         for name, port in self.hosts:
             wait_listening(port, name)
+
+    def start(self):
+        """One `host.py serve` per host (the test fleet)."""
+        for name, _ in self.hosts:
+            self.procs.append(subprocess.Popen([sys.executable, HOST_PY, "serve", os.path.join(self.root, name)],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self):
         for p in self.procs:
@@ -96,19 +100,10 @@ class FastFleet(Fleet):
     milliseconds, which the figures would charge to ferry; this fleet answers them at about the
     speed of the client asking. The deploy command is the same, and so are the floors."""
 
-    def __init__(self, root, n):
-        self.root, self.procs, self.hosts = root, [], []
-        for i in range(1, n + 1):
-            name = f"h{i}"
-            state = os.path.join(root, name)
-            os.makedirs(state)
-            open(os.path.join(state, "version"), "w").write("0\n")
-            self.hosts.append((name, free_port()))
+    def start(self):
         spec = ",".join(f"{n}={p}" for n, p in self.hosts)
-        self.procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", root, spec],
+        self.procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", self.root, spec],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for name, port in self.hosts:
-            wait_listening(port, name)
 
 
 def serve_fast(root, spec):
@@ -183,9 +178,15 @@ def wait_all_up(admin, n, deadline=30):
     sys.exit(f"haproxy did not report all {n} servers UP")
 
 
+def deploy_command(root, version="{version}"):
+    """The deploy command (with ferry's `{host}` placeholder): sleeps, writes the version the
+    host then reports, and records its own start and end."""
+    return (f"s=$(date +%s%N); sleep {SLEEP}; echo {version} > {root}/{{host}}/version; "
+            f"echo $s $(date +%s%N) > {root}/{{host}}/timing")
+
+
 def config(root, fleet, batch, admin):
-    deploy = (f"s=$(date +%s%N); sleep {SLEEP}; echo {{version}} > {root}/{{host}}/version; "
-              f"echo $s $(date +%s%N) > {root}/{{host}}/timing")
+    deploy = deploy_command(root)
     hosts = "".join(
         f"[[env.bench.hosts]]\nname = \"{n}\"\nhealth_url = \"http://127.0.0.1:{p}/_status\"\n"
         f"version_url = \"http://127.0.0.1:{p}/version\"\n" for n, p in fleet.hosts)
@@ -237,8 +238,7 @@ def shell_loop(root, fleet, batch, version):
     health, version or load balancer step. It pays what any tool pays to start the commands
     (fork and exec of `sh` on this machine), which the floors leave out. It deploys the version
     ferry just deployed, so the hosts end as they were."""
-    deploy = (f"s=$(date +%s%N); sleep {SLEEP}; echo {version} > {root}/{{host}}/version; "
-              f"echo $s $(date +%s%N) > {root}/{{host}}/timing")
+    deploy = deploy_command(root, version)
     names = [n for n, _ in fleet.hosts]
     lines = []
     for i in range(0, len(names), batch):
